@@ -4,6 +4,10 @@
 //! API types. `docs/architecture.md` and `docs/ingest.md` are the contract.
 
 pub mod ingest;
+pub mod key;
 pub mod names;
+pub mod parse;
 
+pub use key::{is_sampled, packet_key, sample_threshold};
 pub use names::{Class, Framing, NameError, Point};
+pub use parse::{parse_udp_payload, ParseError, Parsed};
