@@ -141,7 +141,7 @@ fn stun_framing(p: &[u8]) -> Result<(Framing, Range<usize>), ParseError> {
         return Err(ParseError::StunBadCookie(cookie));
     }
     let mlen = be16(p, 2);
-    if mlen % 4 != 0 {
+    if !mlen.is_multiple_of(4) {
         return Err(ParseError::StunLengthUnaligned(mlen));
     }
     let available = p.len() - STUN_HEADER_LEN;
@@ -171,7 +171,7 @@ fn stun_framing(p: &[u8]) -> Result<(Framing, Range<usize>), ParseError> {
             return Ok((framing, value..value + usize::from(declared)));
         }
         // Values are padded to a multiple of 4.
-        at = value + (usize::from(declared) + 3) / 4 * 4;
+        at = value + usize::from(declared).next_multiple_of(4);
     }
     Err(ParseError::NoDataAttribute(framing))
 }
