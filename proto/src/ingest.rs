@@ -14,7 +14,7 @@ pub const API_VERSION: u32 = 1;
 pub const INGEST_PATH: &str = "/api/v1/ingest";
 /// More records than this in one batch: `413`.
 pub const MAX_RECORDS_PER_BATCH: usize = 20_000;
-/// A request body larger than this: `413`.
+/// Default request body limit; a larger body: `413`.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Record timestamps further than this from the console's clock: `422`.
 pub const MAX_TIMESTAMP_SKEW_NS: u64 = 3_600 * 1_000_000_000;
@@ -147,8 +147,9 @@ pub struct Record {
     pub ssrc: Option<u32>,
     pub seq: Option<u16>,
     pub stun_type: Option<u16>,
-    /// On the wire as 24 hex digits.
-    #[serde(with = "hex_txid")]
+    /// On the wire as 24 hex digits. `default` so that, like the other
+    /// optional fields, it may also be left out.
+    #[serde(with = "hex_txid", default)]
     pub stun_txid: Option<[u8; 12]>,
     /// 4 or 6; must agree with both addresses.
     pub family: u8,
@@ -483,6 +484,20 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<Record>(v).unwrap().key,
             0x0123_4567_89ab_cdef
+        );
+    }
+
+    #[test]
+    fn optional_fields_may_be_left_out() {
+        let mut v = serde_json::to_value(record(NOW)).unwrap();
+        let fields = ["channel", "ssrc", "seq", "stun_type", "stun_txid"];
+        for f in fields {
+            v.as_object_mut().unwrap().remove(f);
+        }
+        let r: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            (r.channel, r.ssrc, r.seq, r.stun_type, r.stun_txid),
+            (None, None, None, None, None)
         );
     }
 
