@@ -1,0 +1,522 @@
+//! The I/O loops: client listeners (UDP, TCP, TLS), relay sockets, the
+//! expiry timer. Each loop reads, hands the bytes to the state machine under
+//! one short lock, and carries out what it returns.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{AbortHandle, JoinSet};
+use turn_types::AddressFamily;
+
+use crate::config::Config;
+use crate::framing::{self, Frame, CHANNEL_HEADER};
+use crate::metrics::Metrics;
+use crate::observe::{tai_ns, Direction, Endpoints, PacketObserver, Relayed};
+use crate::relays::{udp_socket, PortPicker};
+use crate::tls::Acceptor;
+use crate::turn::{
+    ClientAction, FiveTuple, Now, OpenError, PortRequest, RelaySockets, Server, ToClient, Transport,
+};
+use crate::Error;
+
+/// Open TCP/TLS client connections at most; more are refused at accept.
+const MAX_STREAMS: usize = 4096;
+/// A stream that holds no allocation is closed after this much silence.
+const UNALLOCATED_IDLE: Duration = Duration::from_secs(30);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames queued for one stream client before its relayed packets are dropped.
+const STREAM_QUEUE: usize = 512;
+const UDP_MAX: usize = 65536;
+
+struct RelayEntry {
+    socket: Arc<UdpSocket>,
+    /// The loop reading from peers; `None` while the port is only reserved.
+    task: Option<AbortHandle>,
+}
+
+/// What every loop shares.
+struct Shared {
+    core: Mutex<Server>,
+    metrics: Arc<Metrics>,
+    probe: Option<Arc<dyn PacketObserver>>,
+    udp_listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
+    streams: Mutex<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    relays: Mutex<HashMap<SocketAddr, RelayEntry>>,
+    picker: PortPicker,
+}
+
+/// The state machine's view of the relay sockets. Holds the core's lock
+/// while it runs, so it spawns relay loops but never awaits.
+struct Sockets<'a>(&'a Arc<Shared>);
+
+impl RelaySockets for Sockets<'_> {
+    fn open(
+        &mut self,
+        family: AddressFamily,
+        port: PortRequest,
+    ) -> Result<(SocketAddr, Option<SocketAddr>), OpenError> {
+        let (socket, next) = self.0.picker.bind(family, port)?;
+        let addr = self.register(socket, true)?;
+        let next = match next {
+            Some(socket) => match self.register(socket, false) {
+                Ok(next) => Some(next),
+                Err(e) => {
+                    self.close(addr);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok((addr, next))
+    }
+
+    fn claim(&mut self, reserved: SocketAddr) {
+        let mut relays = lock(&self.0.relays);
+        if let Some(entry) = relays.get_mut(&reserved) {
+            entry
+                .task
+                .get_or_insert_with(|| spawn_relay(self.0, entry.socket.clone(), reserved));
+        }
+    }
+
+    fn close(&mut self, relay: SocketAddr) {
+        if let Some(task) = lock(&self.0.relays).remove(&relay).and_then(|e| e.task) {
+            task.abort();
+        }
+    }
+}
+
+impl Sockets<'_> {
+    /// Puts a bound socket under tokio and, unless it is only reserved,
+    /// starts relaying on it.
+    fn register(&self, socket: std::net::UdpSocket, relay: bool) -> Result<SocketAddr, OpenError> {
+        let socket = UdpSocket::from_std(socket).map_err(|e| {
+            tracing::warn!(error = %e, "cannot register relay socket");
+            OpenError::Exhausted
+        })?;
+        let addr = socket.local_addr().map_err(|_| OpenError::Exhausted)?;
+        let socket = Arc::new(socket);
+        let task = relay.then(|| spawn_relay(self.0, socket.clone(), addr));
+        lock(&self.0.relays).insert(addr, RelayEntry { socket, task });
+        Ok(addr)
+    }
+}
+
+fn spawn_relay(shared: &Arc<Shared>, socket: Arc<UdpSocket>, addr: SocketAddr) -> AbortHandle {
+    tokio::spawn(relay_loop(shared.clone(), socket, addr)).abort_handle()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("no loop panics while holding a lock")
+}
+
+impl Shared {
+    fn handle_client<'a>(self: &Arc<Self>, from: FiveTuple, data: &'a [u8]) -> ClientAction<'a> {
+        self.metrics.client_received(data.len());
+        lock(&self.core).handle_client(from, data, Now::system(), &mut Sockets(self))
+    }
+
+    async fn to_peer(
+        &self,
+        client: FiveTuple,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        payload: &[u8],
+        recv_tai_ns: u64,
+    ) {
+        let socket = lock(&self.relays).get(&relay).map(|e| e.socket.clone());
+        let Some(socket) = socket else { return };
+        if socket.send_to(payload, peer).await.is_err() {
+            self.metrics.dropped("send_failed");
+            return;
+        }
+        self.metrics.peer_sent(payload.len());
+        self.report(Relayed {
+            direction: Direction::ToPeer,
+            client,
+            relay,
+            peer,
+            payload,
+            recv_tai_ns,
+            send_tai_ns: tai_ns(),
+        });
+    }
+
+    fn report(&self, packet: Relayed<'_>) {
+        self.metrics.relayed(&packet);
+        if let Some(probe) = &self.probe {
+            probe.relayed(&packet);
+        }
+    }
+
+    /// Sends a reply or relayed frame to a client, over its listener (UDP)
+    /// or its connection's queue (TCP/TLS).
+    async fn send_to_client(&self, client: FiveTuple, frame: &[u8]) -> bool {
+        let sent = match client.transport {
+            Transport::Udp => match self.udp_listeners.get(&client.local) {
+                Some(socket) => socket.send_to(frame, client.remote).await.is_ok(),
+                None => false,
+            },
+            Transport::Tcp | Transport::Tls => {
+                let queue = lock(&self.streams).get(&client).cloned();
+                queue.is_some_and(|q| q.try_send(frame.to_vec()).is_ok())
+            }
+        };
+        if sent {
+            self.metrics.client_sent(frame.len());
+        } else {
+            self.metrics.dropped("client_send_failed");
+        }
+        sent
+    }
+}
+
+/// A running server.
+pub struct Running {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    endpoints: Endpoints,
+    tls: Option<Acceptor>,
+}
+
+impl Running {
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// SIGHUP: re-read the TLS certificate and key.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        self.tls.as_ref().map_or(Ok(()), Acceptor::reload)
+    }
+
+    pub fn allocations(&self) -> usize {
+        lock(&self.shared.core).allocation_count()
+    }
+
+    /// SIGTERM: refuse new allocations, let the others end, stop after
+    /// `timeout` at the latest.
+    pub async fn drain(mut self, timeout: Duration) {
+        lock(&self.shared.core).drain();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.allocations() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.tasks.shutdown().await;
+        for task in lock(&self.shared.relays)
+            .drain()
+            .filter_map(|(_, e)| e.task)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Binds every listener and starts the loops.
+pub async fn start(
+    config: Config,
+    probe: Option<Arc<dyn PacketObserver>>,
+) -> Result<Running, Error> {
+    let metrics = Arc::new(Metrics::default());
+    let bind_err = |addr: SocketAddr| move |source: io::Error| Error::Bind { addr, source };
+    let tls = config.tls.clone().map(Acceptor::load).transpose()?;
+
+    let mut udp = Vec::new();
+    let mut listeners = Vec::new();
+    let mut port = config.port;
+    for &ip in &config.listening_ips {
+        if config.udp {
+            let addr = SocketAddr::new(ip, port);
+            let socket = UdpSocket::from_std(udp_socket(addr).map_err(bind_err(addr))?)
+                .map_err(bind_err(addr))?;
+            let local = socket.local_addr().map_err(bind_err(addr))?;
+            // Port 0 (tests): every later listener takes the port UDP got.
+            port = local.port();
+            listeners.push((Transport::Udp, local));
+            udp.push((local, Arc::new(socket)));
+        }
+    }
+    let mut tcp = Vec::new();
+    for &ip in &config.listening_ips {
+        if config.tcp {
+            let listener = tcp_listener(SocketAddr::new(ip, port))?;
+            port = listener
+                .local_addr()
+                .map_err(bind_err(SocketAddr::new(ip, port)))?
+                .port();
+            listeners.push((Transport::Tcp, listener.local_addr().expect("bound")));
+            tcp.push((Transport::Tcp, listener));
+        }
+    }
+    if tls.is_some() {
+        let mut tls_port = config.tls_port;
+        for &ip in &config.listening_ips {
+            let listener = tcp_listener(SocketAddr::new(ip, tls_port))?;
+            let local = listener.local_addr().expect("bound");
+            tls_port = local.port();
+            listeners.push((Transport::Tls, local));
+            tcp.push((Transport::Tls, listener));
+        }
+    }
+
+    let endpoints = Endpoints {
+        listeners,
+        relay_ips: config.relay_ips.clone(),
+        relay_ports: config.min_port..=config.max_port,
+    };
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Server::new(config.settings.clone(), metrics.clone())),
+        metrics,
+        probe,
+        udp_listeners: udp.iter().cloned().collect(),
+        streams: Mutex::new(HashMap::new()),
+        relays: Mutex::new(HashMap::new()),
+        picker: PortPicker::new(config.relay_ips.clone(), config.min_port..=config.max_port),
+    });
+
+    let mut tasks = JoinSet::new();
+    for (local, socket) in udp {
+        tasks.spawn(udp_loop(shared.clone(), socket, local));
+    }
+    let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    for (transport, listener) in tcp {
+        tasks.spawn(accept_loop(
+            shared.clone(),
+            listener,
+            transport,
+            tls.clone(),
+            slots.clone(),
+        ));
+    }
+    tasks.spawn(expiry_loop(shared.clone()));
+    if let Some(addr) = config.metrics {
+        let listener = TcpListener::bind(addr).await.map_err(bind_err(addr))?;
+        tasks.spawn(crate::metrics::serve(listener, shared.metrics.clone()));
+    }
+    if let Some(probe) = &shared.probe {
+        probe.started(&endpoints);
+    }
+    Ok(Running {
+        shared,
+        tasks,
+        endpoints,
+        tls,
+    })
+}
+
+fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let bind = || -> io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    bind().map_err(|source| Error::Bind { addr, source })
+}
+
+async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
+    let mut buf = vec![0u8; UDP_MAX];
+    loop {
+        let Ok((n, remote)) = socket.recv_from(&mut buf).await else {
+            // ICMP errors surface here on some kernels; the socket is fine.
+            continue;
+        };
+        let recv_tai_ns = tai_ns();
+        let client = FiveTuple {
+            transport: Transport::Udp,
+            local,
+            remote,
+        };
+        match shared.handle_client(client, &buf[..n]) {
+            ClientAction::Nothing => {}
+            ClientAction::Reply(reply) => {
+                shared.send_to_client(client, &reply).await;
+            }
+            ClientAction::ToPeer {
+                relay,
+                peer,
+                payload,
+            } => {
+                shared
+                    .to_peer(client, relay, peer, payload, recv_tai_ns)
+                    .await
+            }
+        }
+    }
+}
+
+async fn relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAddr) {
+    // Headroom for the ChannelData header and stream padding around the payload.
+    let mut buf = vec![0u8; CHANNEL_HEADER + UDP_MAX + 3];
+    loop {
+        let Ok((n, peer)) = socket
+            .recv_from(&mut buf[CHANNEL_HEADER..CHANNEL_HEADER + UDP_MAX])
+            .await
+        else {
+            continue;
+        };
+        let recv_tai_ns = tai_ns();
+        shared.metrics.peer_received(n);
+        let to = lock(&shared.core).handle_peer(relay, peer, n, Instant::now());
+        let Some(ToClient { client, channel }) = to else {
+            continue;
+        };
+        let sent = match channel {
+            Some(number) => {
+                let len = framing::channel_data_in_place(&mut buf, number, n, client.transport);
+                shared.send_to_client(client, &buf[..len]).await
+            }
+            None => {
+                let payload = &buf[CHANNEL_HEADER..CHANNEL_HEADER + n];
+                let indication = framing::data_indication(peer, payload);
+                shared.send_to_client(client, &indication).await
+            }
+        };
+        if sent {
+            shared.report(Relayed {
+                direction: Direction::ToClient,
+                client,
+                relay,
+                peer,
+                payload: &buf[CHANNEL_HEADER..CHANNEL_HEADER + n],
+                recv_tai_ns,
+                send_tai_ns: tai_ns(),
+            });
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    transport: Transport,
+    tls: Option<Acceptor>,
+    slots: Arc<Semaphore>,
+) {
+    let local = listener.local_addr().expect("bound");
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            shared.metrics.dropped("too_many_streams");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let client = FiveTuple {
+            transport,
+            local,
+            remote,
+        };
+        let shared = shared.clone();
+        let acceptor = tls.as_ref().map(Acceptor::get);
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_stream(shared, stream, client).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => serve_stream(shared, tls_stream, client).await,
+                        _ => shared.metrics.dropped("tls_handshake"),
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One TCP/TLS client: frames in, a queue out, its allocation ends with it.
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, client: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (queue, mut outgoing) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    lock(&shared.streams).insert(client, queue);
+    let write_task = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16384];
+    'conn: loop {
+        let idle = !lock(&shared.core).has_allocation(client);
+        let read = reader.read(&mut chunk);
+        let n = if idle {
+            match tokio::time::timeout(UNALLOCATED_IDLE, read).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            read.await
+        };
+        let n = match n {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let recv_tai_ns = tai_ns();
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            let len = match framing::stream_frame(&buf) {
+                Frame::Complete(len) => len,
+                Frame::Partial => break,
+                Frame::Invalid => {
+                    shared.metrics.dropped("stream_garbage");
+                    break 'conn;
+                }
+            };
+            match shared.handle_client(client, &buf[..len]) {
+                ClientAction::Nothing => {}
+                ClientAction::Reply(reply) => {
+                    shared.send_to_client(client, &reply).await;
+                }
+                ClientAction::ToPeer {
+                    relay,
+                    peer,
+                    payload,
+                } => {
+                    shared
+                        .to_peer(client, relay, peer, payload, recv_tai_ns)
+                        .await
+                }
+            }
+            buf.drain(..len);
+        }
+    }
+    lock(&shared.streams).remove(&client);
+    lock(&shared.core).client_closed(client, &mut Sockets(&shared));
+    // Let queued replies go out before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_task).await;
+}
+
+async fn expiry_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        lock(&shared.core).expire(Instant::now(), &mut Sockets(&shared));
+    }
+}

@@ -1,0 +1,126 @@
+//! Relay sockets: a UDP port from the configured range on a relay address.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use turn_types::AddressFamily;
+
+use crate::turn::{OpenError, PortRequest};
+
+/// Picks ports for relay sockets.
+#[derive(Debug, Clone)]
+pub struct PortPicker {
+    ips: Vec<IpAddr>,
+    ports: RangeInclusive<u16>,
+}
+
+impl PortPicker {
+    pub fn new(ips: Vec<IpAddr>, ports: RangeInclusive<u16>) -> Self {
+        Self { ips, ports }
+    }
+
+    /// Binds a socket on the first relay address of `family`, at a port from
+    /// a random place in the range (so ports are not predictable); for
+    /// [`PortRequest::EvenReserveNext`] also the next port, returned second.
+    pub fn bind(
+        &self,
+        family: AddressFamily,
+        request: PortRequest,
+    ) -> Result<(UdpSocket, Option<UdpSocket>), OpenError> {
+        let want_v4 = family == AddressFamily::IPV4;
+        let ip = *self
+            .ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == want_v4)
+            .ok_or(OpenError::NoAddress)?;
+        let (first, last) = (u32::from(*self.ports.start()), u32::from(*self.ports.end()));
+        let span = last - first + 1;
+        let start = rand::random_range(0..span);
+        for i in 0..span {
+            let port = first + (start + i) % span;
+            let pair = request == PortRequest::EvenReserveNext;
+            if (request != PortRequest::Any && port % 2 == 1) || (pair && port == last) {
+                continue;
+            }
+            let Some(socket) = try_bind(SocketAddr::new(ip, port as u16))? else {
+                continue;
+            };
+            if !pair {
+                return Ok((socket, None));
+            }
+            if let Some(next) = try_bind(SocketAddr::new(ip, port as u16 + 1))? {
+                return Ok((socket, Some(next)));
+            }
+        }
+        Err(OpenError::Exhausted)
+    }
+}
+
+/// `None` when the port is taken; other errors mean the address is unusable.
+fn try_bind(addr: SocketAddr) -> Result<Option<UdpSocket>, OpenError> {
+    match udp_socket(addr) {
+        Ok(socket) => Ok(Some(socket)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot bind relay socket");
+            Err(OpenError::NoAddress)
+        }
+    }
+}
+
+/// A non-blocking UDP socket; IPv6 sockets are IPv6-only so `::` and
+/// `0.0.0.0` can both be bound on one port.
+pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_inside_the_range_and_reports_exhaustion() {
+        let picker = PortPicker::new(vec!["127.0.0.1".parse().unwrap()], 47100..=47103);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let (s, none) = picker.bind(AddressFamily::IPV4, PortRequest::Any).unwrap();
+            assert!(none.is_none());
+            let port = s.local_addr().unwrap().port();
+            assert!((47100..=47103).contains(&port));
+            held.push(s);
+        }
+        assert_eq!(
+            picker
+                .bind(AddressFamily::IPV4, PortRequest::Any)
+                .unwrap_err(),
+            OpenError::Exhausted
+        );
+        assert_eq!(
+            picker
+                .bind(AddressFamily::IPV6, PortRequest::Any)
+                .unwrap_err(),
+            OpenError::NoAddress
+        );
+    }
+
+    #[test]
+    fn even_ports_and_reserved_pairs() {
+        let picker = PortPicker::new(vec!["127.0.0.1".parse().unwrap()], 47111..=47120);
+        let (even, _) = picker.bind(AddressFamily::IPV4, PortRequest::Even).unwrap();
+        assert_eq!(even.local_addr().unwrap().port() % 2, 0);
+        let (first, next) = picker
+            .bind(AddressFamily::IPV4, PortRequest::EvenReserveNext)
+            .unwrap();
+        let port = first.local_addr().unwrap().port();
+        assert_eq!(port % 2, 0);
+        assert_eq!(next.unwrap().local_addr().unwrap().port(), port + 1);
+    }
+}

@@ -1,0 +1,1044 @@
+//! The TURN server state machine (RFC 8656, RFC 6156), sans I/O.
+//!
+//! Wire formats come from `turn-types` / `stun-types` (the turn-proto
+//! family); the state is owned here because `turn-server-proto` 0.7.3 keeps
+//! per-source nonce state it never frees, has no credential callback or user
+//! removal, and allocates per relayed packet. See `docs/relay.md`.
+//!
+//! The I/O loop feeds datagrams / stream frames in and carries out the
+//! returned actions. Relay sockets are opened through [`RelaySockets`] so the
+//! machine stays testable without sockets.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use turn_types::attribute::{
+    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, Data as DataAttr, EvenPort, Lifetime,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use turn_types::stun::attribute::{
+    AttributeType, ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce,
+    PasswordAlgorithm, PasswordAlgorithms, Realm, Software, Username, XorMappedAddress,
+};
+use turn_types::stun::message::{
+    LongTermKeyCredentials, Message, MessageClass, MessageHeader, MessageIntegrityCredentials,
+    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, TransactionId, BINDING,
+};
+use turn_types::stun::prelude::{Attribute, AttributeStaticType, AttributeWrite};
+use turn_types::AddressFamily;
+
+use crate::auth::{Credentials, NonceCheck, Nonces};
+use crate::metrics::Metrics;
+use crate::policy::PeerPolicy;
+use crate::quota::{Bucket, Quota};
+
+/// Permissions and channels one allocation may hold: keeps an authenticated
+/// but hostile client's memory bounded too.
+const MAX_PERMISSIONS: usize = 1024;
+const SOFTWARE: &str = concat!("demarc-relay ", env!("CARGO_PKG_VERSION"));
+
+/// How a client reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A client's 5-tuple as the server sees it; identifies its allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    /// The listening address the client talks to.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// The time, both ways the machine needs it: monotonic for lifetimes, UNIX
+/// seconds for nonces and REST-API usernames.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+impl Now {
+    pub fn system() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            mono: Instant::now(),
+            unix,
+        }
+    }
+}
+
+/// `external-ip=public[/private]`: what to advertise for a relay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalIp {
+    pub public: IpAddr,
+    pub private: Option<IpAddr>,
+}
+
+/// Everything the machine is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub realm: String,
+    pub credentials: Credentials,
+    pub policy: PeerPolicy,
+    pub user_quota: u32,
+    pub total_quota: u32,
+    /// Bytes per second per allocation and direction; 0 is unlimited.
+    pub max_bps: u64,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub external_ips: Vec<ExternalIp>,
+}
+
+impl Default for Settings {
+    /// RFC 8656's lifetimes and coturn's defaults.
+    fn default() -> Self {
+        Self {
+            realm: "demarc".into(),
+            credentials: Credentials {
+                separator: ':',
+                ..Default::default()
+            },
+            policy: PeerPolicy::default(),
+            user_quota: 0,
+            total_quota: 0,
+            max_bps: 0,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            external_ips: Vec::new(),
+        }
+    }
+}
+
+/// Why a relay socket could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// No relay address of that family is configured (440).
+    NoAddress,
+    /// Every port in the range is taken (508).
+    Exhausted,
+}
+
+/// Which port a relay socket gets (EVEN-PORT, RFC 8656 §14.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRequest {
+    Any,
+    Even,
+    /// An even port, and the next one held for a later Allocate that
+    /// names its RESERVATION-TOKEN (RTP/RTCP pairs).
+    EvenReserveNext,
+}
+
+/// Opens and closes the UDP sockets that face peers.
+pub trait RelaySockets {
+    /// Opens a relay socket; with [`PortRequest::EvenReserveNext`] also
+    /// holds the next port (returned second) without relaying on it yet.
+    fn open(
+        &mut self,
+        family: AddressFamily,
+        port: PortRequest,
+    ) -> Result<(SocketAddr, Option<SocketAddr>), OpenError>;
+    /// Starts relaying on a socket that `open` held.
+    fn claim(&mut self, reserved: SocketAddr);
+    fn close(&mut self, relay: SocketAddr);
+}
+
+/// How long a reserved port waits for its Allocate (RFC 8656 §7.2: 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// What to do with a client's datagram or stream frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientAction<'a> {
+    Nothing,
+    /// Send to the client it came from.
+    Reply(Vec<u8>),
+    /// Send `payload` (borrowed from the input: no copy) from relay socket
+    /// `relay` to `peer`.
+    ToPeer {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        payload: &'a [u8],
+    },
+}
+
+/// Where a peer's datagram goes and how it is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToClient {
+    pub client: FiveTuple,
+    /// ChannelData on this channel, else a Data indication.
+    pub channel: Option<u16>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Allocation {
+    username: String,
+    /// The request that created it, so a retransmitted Allocate gets the
+    /// same answer instead of 437.
+    transaction: TransactionId,
+    relays: Vec<SocketAddr>,
+    expires: Instant,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, Channel>,
+    channel_of_peer: HashMap<SocketAddr, u16>,
+    up: Option<Bucket>,
+    down: Option<Bucket>,
+}
+
+impl Allocation {
+    fn relay_for(&self, peer: IpAddr) -> Option<SocketAddr> {
+        self.relays
+            .iter()
+            .copied()
+            .find(|r| r.is_ipv4() == peer.is_ipv4())
+    }
+
+    fn permitted(&self, peer: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&peer).is_some_and(|&t| t > now)
+    }
+}
+
+/// An error answer: the code, and for 420 the attributes not understood.
+#[derive(Debug, PartialEq, Eq)]
+struct Failure {
+    code: u16,
+    unknown: Vec<AttributeType>,
+}
+
+impl From<u16> for Failure {
+    fn from(code: u16) -> Self {
+        Self {
+            code,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+enum Success {
+    Allocated {
+        relays: Vec<SocketAddr>,
+        failed_family: Option<(AddressFamily, u16)>,
+        reservation: Option<u64>,
+        lifetime: u32,
+    },
+    Lifetime(u32),
+    Empty,
+}
+
+/// The authenticated sender of a request.
+struct Caller {
+    username: String,
+    credentials: MessageIntegrityCredentials,
+}
+
+/// The TURN server's state.
+#[derive(Debug)]
+pub struct Server {
+    settings: Settings,
+    nonces: Nonces,
+    quota: Quota,
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<SocketAddr, FiveTuple>,
+    /// RESERVATION-TOKEN → held port and when the hold ends.
+    reservations: HashMap<u64, (SocketAddr, Instant)>,
+    draining: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// Attributes every authenticated request may carry besides its own.
+const AUTH_ATTRIBUTES: &[AttributeType] = &[
+    Username::TYPE,
+    Realm::TYPE,
+    Nonce::TYPE,
+    MessageIntegrity::TYPE,
+    MessageIntegritySha256::TYPE,
+    Fingerprint::TYPE,
+    PasswordAlgorithm::TYPE,
+    PasswordAlgorithms::TYPE,
+    Software::TYPE,
+];
+
+impl Server {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let nonces = Nonces::random(settings.nonce_lifetime.as_secs());
+        let quota = Quota::new(settings.user_quota, settings.total_quota);
+        Self {
+            settings,
+            nonces,
+            quota,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            reservations: HashMap::new(),
+            draining: false,
+            metrics,
+        }
+    }
+
+    /// Stop granting allocations; existing ones run until they end.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn has_allocation(&self, client: FiveTuple) -> bool {
+        self.allocations.contains_key(&client)
+    }
+
+    /// A datagram (UDP) or one complete frame (TCP/TLS) from a client.
+    pub fn handle_client<'a>(
+        &mut self,
+        from: FiveTuple,
+        data: &'a [u8],
+        now: Now,
+        relays: &mut dyn RelaySockets,
+    ) -> ClientAction<'a> {
+        match data.first() {
+            Some(0x40..=0x7f) => self.channel_data(from, data, now.mono),
+            Some(0..=3) => self.stun(from, data, now, relays),
+            _ => {
+                self.metrics.dropped("not_turn");
+                ClientAction::Nothing
+            }
+        }
+    }
+
+    /// A datagram from `peer` on relay socket `relay`, `len` bytes long.
+    pub fn handle_peer(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        len: usize,
+        now: Instant,
+    ) -> Option<ToClient> {
+        let client = *self.by_relay.get(&relay)?;
+        let allocation = self.allocations.get_mut(&client)?;
+        if !allocation.permitted(peer.ip(), now) {
+            self.metrics.dropped("no_permission");
+            return None;
+        }
+        if let Some(bucket) = &mut allocation.down {
+            if !bucket.take(len, now) {
+                self.metrics.dropped("max_bps");
+                return None;
+            }
+        }
+        let channel = allocation
+            .channel_of_peer
+            .get(&peer)
+            .copied()
+            .filter(|c| allocation.channels[c].expires > now);
+        Some(ToClient { client, channel })
+    }
+
+    /// Removes what has expired; call about once a second.
+    pub fn expire(&mut self, now: Instant, relays: &mut dyn RelaySockets) {
+        let expired: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for client in expired {
+            self.remove(client, relays);
+        }
+        self.reservations.retain(|_, (addr, expires)| {
+            let keep = *expires > now;
+            if !keep {
+                relays.close(*addr);
+            }
+            keep
+        });
+        for allocation in self.allocations.values_mut() {
+            allocation.permissions.retain(|_, t| *t > now);
+            let channels = &mut allocation.channels;
+            channels.retain(|_, c| c.expires > now);
+            allocation
+                .channel_of_peer
+                .retain(|_, n| channels.contains_key(n));
+        }
+    }
+
+    /// A stream client went away: its allocation goes with it (RFC 8656 §3.1).
+    pub fn client_closed(&mut self, client: FiveTuple, relays: &mut dyn RelaySockets) {
+        self.remove(client, relays);
+    }
+
+    fn remove(&mut self, client: FiveTuple, relays: &mut dyn RelaySockets) {
+        if let Some(allocation) = self.allocations.remove(&client) {
+            for relay in &allocation.relays {
+                self.by_relay.remove(relay);
+                relays.close(*relay);
+            }
+            self.quota.release(&allocation.username);
+            self.metrics.set_allocations(self.allocations.len());
+        }
+    }
+
+    fn channel_data<'a>(
+        &mut self,
+        from: FiveTuple,
+        data: &'a [u8],
+        now: Instant,
+    ) -> ClientAction<'a> {
+        let Ok(frame) = turn_types::channel::ChannelData::parse(data) else {
+            self.metrics.dropped("malformed");
+            return ClientAction::Nothing;
+        };
+        let payload = &data[4..4 + frame.data().len()];
+        let Some(allocation) = self.allocations.get_mut(&from) else {
+            self.metrics.dropped("no_allocation");
+            return ClientAction::Nothing;
+        };
+        let Some(channel) = allocation
+            .channels
+            .get(&frame.id())
+            .filter(|c| c.expires > now)
+        else {
+            self.metrics.dropped("unknown_channel");
+            return ClientAction::Nothing;
+        };
+        let peer = channel.peer;
+        self.forward(from, peer, payload, now)
+    }
+
+    /// Client → peer, after the permission and rate checks both framings share.
+    fn forward<'a>(
+        &mut self,
+        from: FiveTuple,
+        peer: SocketAddr,
+        payload: &'a [u8],
+        now: Instant,
+    ) -> ClientAction<'a> {
+        let Some(allocation) = self.allocations.get_mut(&from) else {
+            self.metrics.dropped("no_allocation");
+            return ClientAction::Nothing;
+        };
+        if !allocation.permitted(peer.ip(), now) {
+            self.metrics.dropped("no_permission");
+            return ClientAction::Nothing;
+        }
+        let Some(relay) = allocation.relay_for(peer.ip()) else {
+            self.metrics.dropped("family_mismatch");
+            return ClientAction::Nothing;
+        };
+        if let Some(bucket) = &mut allocation.up {
+            if !bucket.take(payload.len(), now) {
+                self.metrics.dropped("max_bps");
+                return ClientAction::Nothing;
+            }
+        }
+        ClientAction::ToPeer {
+            relay,
+            peer,
+            payload,
+        }
+    }
+
+    fn stun<'a>(
+        &mut self,
+        from: FiveTuple,
+        data: &'a [u8],
+        now: Now,
+        relays: &mut dyn RelaySockets,
+    ) -> ClientAction<'a> {
+        let msg = match Message::from_bytes(data) {
+            Ok(msg) => msg,
+            Err(_) => {
+                self.metrics.dropped("malformed");
+                return bad_request_to_garbage(data).map_or(ClientAction::Nothing, |reply| {
+                    self.metrics.error(ErrorCode::BAD_REQUEST);
+                    ClientAction::Reply(reply)
+                });
+            }
+        };
+        match msg.class() {
+            MessageClass::Request => ClientAction::Reply(self.request(from, &msg, now, relays)),
+            MessageClass::Indication if msg.method() == SEND => {
+                self.send_indication(from, &msg, data, now.mono)
+            }
+            _ => {
+                self.metrics.dropped("unexpected_stun");
+                ClientAction::Nothing
+            }
+        }
+    }
+
+    fn send_indication<'a>(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        data: &'a [u8],
+        now: Instant,
+    ) -> ClientAction<'a> {
+        let peer = msg
+            .attribute::<XorPeerAddress>()
+            .map(|a| a.addr(msg.transaction_id()));
+        // Slice the DATA value out of the input so the payload is not copied.
+        let payload = msg
+            .raw_attribute_and_offset(DataAttr::TYPE)
+            .map(|(offset, raw)| (offset + 4, usize::from(raw.header.length())));
+        match (peer, payload) {
+            (Ok(peer), Some((start, len))) => {
+                self.forward(from, peer, &data[start..start + len], now)
+            }
+            _ => {
+                self.metrics.dropped("malformed");
+                ClientAction::Nothing
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        now: Now,
+        relays: &mut dyn RelaySockets,
+    ) -> Vec<u8> {
+        let method = msg.method();
+        if method == BINDING {
+            let mut reply = Message::builder_success(msg, MessageWriteVec::with_capacity(64));
+            add(
+                &mut reply,
+                &XorMappedAddress::new(from.remote, msg.transaction_id()),
+            );
+            reply.add_fingerprint().expect("fingerprint fits");
+            return reply.finish();
+        }
+        let caller = match self.authenticate(from, msg, now) {
+            Ok(caller) => caller,
+            Err(reply) => return reply,
+        };
+        let result = if method == ALLOCATE {
+            self.allocate(from, msg, &caller, now.mono, relays)
+        } else if method == REFRESH {
+            self.refresh(from, msg, now.mono, relays)
+        } else if method == CREATE_PERMISSION {
+            self.create_permission(from, msg, now.mono)
+        } else if method == CHANNEL_BIND {
+            self.channel_bind(from, msg, now.mono)
+        } else {
+            Err(ErrorCode::BAD_REQUEST.into())
+        };
+        self.respond(from, msg, &caller, result)
+    }
+
+    /// Long-term credentials: 401 with a fresh nonce when unsigned, 438 for a
+    /// stale nonce, 441 when a different user speaks on an allocation's 5-tuple.
+    fn authenticate(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        now: Now,
+    ) -> Result<Caller, Vec<u8>> {
+        let signed = msg.has_attribute(MessageIntegrity::TYPE)
+            || msg.has_attribute(MessageIntegritySha256::TYPE);
+        if !signed {
+            return Err(self.challenge(from, msg, now, ErrorCode::UNAUTHORIZED));
+        }
+        let (Ok(username), Ok(realm), Ok(nonce)) = (
+            msg.attribute::<Username>(),
+            msg.attribute::<Realm>(),
+            msg.attribute::<Nonce>(),
+        ) else {
+            self.metrics.error(ErrorCode::BAD_REQUEST);
+            return Err(unsigned_error(msg, ErrorCode::BAD_REQUEST));
+        };
+        if realm.realm() != self.settings.realm {
+            return Err(self.challenge(from, msg, now, ErrorCode::UNAUTHORIZED));
+        }
+        if self.nonces.check(nonce.nonce(), from.remote, now.unix) == NonceCheck::Stale {
+            return Err(self.challenge(from, msg, now, ErrorCode::STALE_NONCE));
+        }
+        let username = username.username();
+        let Ok(passwords) = self.settings.credentials.passwords(username, now.unix) else {
+            return Err(self.challenge(from, msg, now, ErrorCode::UNAUTHORIZED));
+        };
+        let credentials = passwords
+            .into_iter()
+            .map(|password| -> MessageIntegrityCredentials {
+                LongTermKeyCredentials::new(username.into(), password, realm.realm().into()).into()
+            })
+            .find(|credentials| msg.validate_integrity(credentials).is_ok());
+        let Some(credentials) = credentials else {
+            return Err(self.challenge(from, msg, now, ErrorCode::UNAUTHORIZED));
+        };
+        let caller = Caller {
+            username: username.to_string(),
+            credentials,
+        };
+        if self
+            .allocations
+            .get(&from)
+            .is_some_and(|a| a.username != caller.username)
+        {
+            return Err(self.respond(from, msg, &caller, Err(ErrorCode::WRONG_CREDENTIALS.into())));
+        }
+        Ok(caller)
+    }
+
+    /// An unsigned 401/438 carrying the realm and a new nonce.
+    fn challenge(&self, from: FiveTuple, msg: &Message<'_>, now: Now, code: u16) -> Vec<u8> {
+        self.metrics.error(code);
+        let nonce = self.nonces.issue(from.remote, now.unix);
+        let mut reply = Message::builder_error(msg, MessageWriteVec::with_capacity(160));
+        add(&mut reply, &error_code(code));
+        add(
+            &mut reply,
+            &Realm::new(&self.settings.realm).expect("realm was validated"),
+        );
+        add(
+            &mut reply,
+            &Nonce::new(&nonce).expect("nonce is short ASCII"),
+        );
+        reply.add_fingerprint().expect("fingerprint fits");
+        reply.finish()
+    }
+
+    fn respond(
+        &self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        caller: &Caller,
+        result: Result<Success, Failure>,
+    ) -> Vec<u8> {
+        let txid = msg.transaction_id();
+        let mut reply = match result {
+            Ok(success) => {
+                let mut reply = Message::builder_success(msg, MessageWriteVec::with_capacity(128));
+                match success {
+                    Success::Allocated {
+                        relays,
+                        failed_family,
+                        reservation,
+                        lifetime,
+                    } => {
+                        for relay in relays {
+                            add(
+                                &mut reply,
+                                &XorRelayedAddress::new(self.advertised(relay), txid),
+                            );
+                        }
+                        if let Some((family, code)) = failed_family {
+                            add(&mut reply, &AddressErrorCode::new(family, error_code(code)));
+                        }
+                        if let Some(token) = reservation {
+                            add(&mut reply, &ReservationToken::new(token));
+                        }
+                        add(&mut reply, &Lifetime::new(lifetime));
+                        add(&mut reply, &XorMappedAddress::new(from.remote, txid));
+                    }
+                    Success::Lifetime(lifetime) => add(&mut reply, &Lifetime::new(lifetime)),
+                    Success::Empty => {}
+                }
+                reply
+            }
+            Err(failure) => {
+                self.metrics.error(failure.code);
+                if failure.code == ErrorCode::UNKNOWN_ATTRIBUTE {
+                    Message::unknown_attributes(
+                        msg,
+                        &failure.unknown,
+                        MessageWriteVec::with_capacity(128),
+                    )
+                } else {
+                    let mut reply = Message::builder_error(msg, MessageWriteVec::with_capacity(96));
+                    add(&mut reply, &error_code(failure.code));
+                    reply
+                }
+            }
+        };
+        add(&mut reply, &Software::new(SOFTWARE).expect("short"));
+        reply
+            .add_message_integrity(
+                &caller.credentials,
+                turn_types::stun::message::IntegrityAlgorithm::Sha1,
+            )
+            .expect("integrity added once");
+        reply.add_fingerprint().expect("fingerprint fits");
+        reply.finish()
+    }
+
+    /// The address clients are told for a relay socket (`external-ip`).
+    fn advertised(&self, relay: SocketAddr) -> SocketAddr {
+        let mapped = self.settings.external_ips.iter().find(|e| match e.private {
+            Some(private) => private == relay.ip(),
+            None => e.public.is_ipv4() == relay.is_ipv4(),
+        });
+        mapped.map_or(relay, |e| SocketAddr::new(e.public, relay.port()))
+    }
+
+    fn allocate(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        caller: &Caller,
+        now: Instant,
+        relays: &mut dyn RelaySockets,
+    ) -> Result<Success, Failure> {
+        if let Some(existing) = self.allocations.get(&from) {
+            if existing.transaction != msg.transaction_id() {
+                return Err(ErrorCode::ALLOCATION_MISMATCH.into());
+            }
+            return Ok(Success::Allocated {
+                relays: existing.relays.clone(),
+                failed_family: None,
+                reservation: None,
+                lifetime: remaining(existing.expires, now),
+            });
+        }
+        check_known(
+            msg,
+            &[
+                RequestedTransport::TYPE,
+                Lifetime::TYPE,
+                EvenPort::TYPE,
+                RequestedAddressFamily::TYPE,
+                AdditionalAddressFamily::TYPE,
+                ReservationToken::TYPE,
+            ],
+        )?;
+        let transport = msg
+            .attribute::<RequestedTransport>()
+            .map_err(|_| Failure::from(ErrorCode::BAD_REQUEST))?;
+        if transport.protocol() != RequestedTransport::UDP {
+            return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL.into());
+        }
+        let requested = msg.attribute::<RequestedAddressFamily>().ok();
+        let additional = msg.attribute::<AdditionalAddressFamily>().ok();
+        let even_port = msg.attribute::<EvenPort>().ok();
+        let token = msg.attribute::<ReservationToken>().ok();
+        if msg.has_attribute(ReservationToken::TYPE)
+            && (token.is_none()
+                || requested.is_some()
+                || additional.is_some()
+                || even_port.is_some())
+        {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
+        let families = match (requested, additional) {
+            (Some(_), Some(_)) => return Err(ErrorCode::BAD_REQUEST.into()),
+            (Some(r), None) => vec![r.family()],
+            (None, Some(a)) if a.family() == AddressFamily::IPV6 && even_port.is_none() => {
+                vec![AddressFamily::IPV4, AddressFamily::IPV6]
+            }
+            (None, Some(_)) => return Err(ErrorCode::BAD_REQUEST.into()),
+            (None, None) => vec![AddressFamily::IPV4],
+        };
+        if self.draining {
+            return Err(ErrorCode::INSUFFICIENT_CAPACITY.into());
+        }
+        if !self.quota.acquire(&caller.username) {
+            return Err(ErrorCode::ALLOCATION_QUOTA_REACHED.into());
+        }
+        let port = match even_port {
+            None => PortRequest::Any,
+            Some(e) if e.requested() => PortRequest::EvenReserveNext,
+            Some(_) => PortRequest::Even,
+        };
+        let opened = match token {
+            Some(token) => self.claim_reservation(token.token(), relays),
+            None => open_relays(&families, port, relays),
+        };
+        let (opened, failed_family, reserved) = match opened {
+            Ok(opened) => opened,
+            Err(code) => {
+                self.quota.release(&caller.username);
+                return Err(code.into());
+            }
+        };
+        let reservation = reserved.map(|addr| {
+            let token = rand::random();
+            self.reservations
+                .insert(token, (addr, now + RESERVATION_LIFETIME));
+            token
+        });
+        let lifetime = self.lifetime(msg.attribute::<Lifetime>().ok(), true);
+        let bucket = (self.settings.max_bps > 0).then(|| Bucket::new(self.settings.max_bps, now));
+        for relay in &opened {
+            self.by_relay.insert(*relay, from);
+        }
+        self.allocations.insert(
+            from,
+            Allocation {
+                username: caller.username.clone(),
+                transaction: msg.transaction_id(),
+                relays: opened.clone(),
+                expires: now + lifetime,
+                permissions: HashMap::new(),
+                channels: HashMap::new(),
+                channel_of_peer: HashMap::new(),
+                up: bucket.clone(),
+                down: bucket,
+            },
+        );
+        self.metrics.allocation_created();
+        self.metrics.set_allocations(self.allocations.len());
+        Ok(Success::Allocated {
+            relays: opened,
+            failed_family,
+            reservation,
+            lifetime: lifetime.as_secs() as u32,
+        })
+    }
+
+    /// The port a RESERVATION-TOKEN held; an unknown or expired token is 508.
+    fn claim_reservation(&mut self, token: u64, relays: &mut dyn RelaySockets) -> Opened {
+        let (addr, _) = self
+            .reservations
+            .remove(&token)
+            .ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?;
+        relays.claim(addr);
+        Ok((vec![addr], None, None))
+    }
+
+    /// RFC 8656 §7.2 / §7.3: the requested lifetime capped at the maximum;
+    /// an Allocate never gets less than the default.
+    fn lifetime(&self, requested: Option<Lifetime>, at_least_default: bool) -> Duration {
+        let s = &self.settings;
+        let wanted = requested.map_or(s.default_lifetime, |l| {
+            Duration::from_secs(l.seconds().into()).min(s.max_lifetime)
+        });
+        if at_least_default {
+            wanted.max(s.default_lifetime)
+        } else {
+            wanted
+        }
+    }
+
+    fn refresh(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        now: Instant,
+        relays: &mut dyn RelaySockets,
+    ) -> Result<Success, Failure> {
+        check_known(msg, &[Lifetime::TYPE, RequestedAddressFamily::TYPE])?;
+        if !self.allocations.contains_key(&from) {
+            return Err(ErrorCode::ALLOCATION_MISMATCH.into());
+        }
+        let lifetime = self.lifetime(msg.attribute::<Lifetime>().ok(), false);
+        if lifetime.is_zero() {
+            self.remove(from, relays);
+            return Ok(Success::Lifetime(0));
+        }
+        if let Some(allocation) = self.allocations.get_mut(&from) {
+            allocation.expires = now + lifetime;
+        }
+        Ok(Success::Lifetime(lifetime.as_secs() as u32))
+    }
+
+    /// The peer addresses of a request, each checked against the allocation's
+    /// families (443) and the peer policy (403).
+    fn peers(&self, from: FiveTuple, msg: &Message<'_>) -> Result<Vec<SocketAddr>, Failure> {
+        let allocation = self
+            .allocations
+            .get(&from)
+            .ok_or(Failure::from(ErrorCode::ALLOCATION_MISMATCH))?;
+        let txid = msg.transaction_id();
+        let peers: Vec<SocketAddr> = msg
+            .iter_attributes()
+            .filter(|(_, raw)| raw.get_type() == XorPeerAddress::TYPE)
+            .map(|(_, raw)| XorPeerAddress::try_from(&raw).map(|a| a.addr(txid)))
+            .collect::<Result<_, _>>()
+            .map_err(|_| Failure::from(ErrorCode::BAD_REQUEST))?;
+        if peers.is_empty() {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
+        for peer in &peers {
+            if allocation.relay_for(peer.ip()).is_none() {
+                return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH.into());
+            }
+            if !self.settings.policy.permits(peer.ip()) {
+                self.metrics.peer_denied();
+                return Err(ErrorCode::FORBIDDEN.into());
+            }
+        }
+        Ok(peers)
+    }
+
+    fn create_permission(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        now: Instant,
+    ) -> Result<Success, Failure> {
+        check_known(msg, &[XorPeerAddress::TYPE])?;
+        let peers = self.peers(from, msg)?;
+        let expires = now + self.settings.permission_lifetime;
+        let allocation = self.allocations.get_mut(&from).expect("checked by peers()");
+        for peer in peers {
+            if allocation.permissions.len() >= MAX_PERMISSIONS
+                && !allocation.permissions.contains_key(&peer.ip())
+            {
+                return Err(ErrorCode::INSUFFICIENT_CAPACITY.into());
+            }
+            allocation.permissions.insert(peer.ip(), expires);
+        }
+        Ok(Success::Empty)
+    }
+
+    fn channel_bind(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        now: Instant,
+    ) -> Result<Success, Failure> {
+        check_known(msg, &[XorPeerAddress::TYPE, ChannelNumber::TYPE])?;
+        let number = msg
+            .attribute::<ChannelNumber>()
+            .map_err(|_| Failure::from(ErrorCode::BAD_REQUEST))?
+            .channel();
+        // RFC 8656 §12 narrowed the range to 0x4000–0x4FFF (RFC 7983's 64–79),
+        // but RFC 5766 clients, turnutils_uclient among them, still pick up to
+        // 0x7FFE, and coturn accepts them; so does this server.
+        if !(0x4000..=0x7ffe).contains(&number) {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
+        let peers = self.peers(from, msg)?;
+        let [peer] = peers[..] else {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        };
+        let allocation = self.allocations.get_mut(&from).expect("checked by peers()");
+        let bound_peer = allocation.channels.get(&number).map(|c| c.peer);
+        let bound_number = allocation.channel_of_peer.get(&peer).copied();
+        if bound_peer.is_some_and(|p| p != peer) || bound_number.is_some_and(|n| n != number) {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
+        if !allocation.permissions.contains_key(&peer.ip())
+            && allocation.permissions.len() >= MAX_PERMISSIONS
+        {
+            return Err(ErrorCode::INSUFFICIENT_CAPACITY.into());
+        }
+        allocation.channels.insert(
+            number,
+            Channel {
+                peer,
+                expires: now + self.settings.channel_lifetime,
+            },
+        );
+        allocation.channel_of_peer.insert(peer, number);
+        allocation
+            .permissions
+            .insert(peer.ip(), now + self.settings.permission_lifetime);
+        Ok(Success::Empty)
+    }
+}
+
+/// Relay addresses opened, the family that failed (dual allocation), and the
+/// port held for a reservation; or the error code.
+type Opened = Result<
+    (
+        Vec<SocketAddr>,
+        Option<(AddressFamily, u16)>,
+        Option<SocketAddr>,
+    ),
+    u16,
+>;
+
+/// Opens one relay socket per family. A dual allocation may succeed for one
+/// family (RFC 8656 §7.2), a single one may not.
+fn open_relays(
+    families: &[AddressFamily],
+    port: PortRequest,
+    relays: &mut dyn RelaySockets,
+) -> Opened {
+    let mut opened = Vec::new();
+    let mut failed = None;
+    let mut reserved = None;
+    for &family in families {
+        match relays.open(family, port) {
+            Ok((addr, next)) => {
+                opened.push(addr);
+                reserved = reserved.or(next);
+            }
+            Err(OpenError::NoAddress) => {
+                failed = Some((family, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED))
+            }
+            Err(OpenError::Exhausted) => failed = Some((family, ErrorCode::INSUFFICIENT_CAPACITY)),
+        }
+    }
+    match (opened.is_empty(), failed) {
+        (true, Some((_, code))) => Err(code),
+        (true, None) => Err(ErrorCode::SERVER_ERROR),
+        (false, _) => Ok((opened, failed, reserved)),
+    }
+}
+
+/// Seconds until `expires`, for a retransmitted Allocate's answer.
+fn remaining(expires: Instant, now: Instant) -> u32 {
+    expires.saturating_duration_since(now).as_secs() as u32
+}
+
+fn error_code(code: u16) -> ErrorCode {
+    ErrorCode::builder(code).build().expect("known code")
+}
+
+fn add(msg: &mut MessageWriteVec, attribute: &dyn AttributeWrite) {
+    msg.add_attribute(attribute)
+        .expect("each attribute is added once, before integrity");
+}
+
+fn unsigned_error(msg: &Message<'_>, code: u16) -> Vec<u8> {
+    let mut reply = Message::builder_error(msg, MessageWriteVec::with_capacity(64));
+    add(&mut reply, &error_code(code));
+    reply.add_fingerprint().expect("fingerprint fits");
+    reply.finish()
+}
+
+/// 420 for comprehension-required attributes the method does not know.
+/// DONT-FRAGMENT lands here: the relay does not set DF (RFC 8656 §7.2).
+fn check_known(msg: &Message<'_>, known: &[AttributeType]) -> Result<(), Failure> {
+    let unknown: Vec<AttributeType> = msg
+        .iter_attributes()
+        .map(|(_, raw)| raw.get_type())
+        .filter(|t| {
+            t.comprehension_required() && !known.contains(t) && !AUTH_ATTRIBUTES.contains(t)
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: ErrorCode::UNKNOWN_ATTRIBUTE,
+            unknown,
+        })
+    }
+}
+
+/// A 400 for a request whose header parses but whose body does not
+/// (RFC 8489 §6.3.1); anything less is dropped silently.
+fn bad_request_to_garbage(data: &[u8]) -> Option<Vec<u8>> {
+    let header = MessageHeader::from_bytes(data.get(..MessageHeader::LENGTH)?).ok()?;
+    if header.get_type().class() != MessageClass::Request {
+        return None;
+    }
+    let mtype = MessageType::from_class_method(MessageClass::Error, header.get_type().method());
+    let mut reply = Message::builder(mtype, header.transaction_id(), MessageWriteVec::new());
+    add(&mut reply, &error_code(ErrorCode::BAD_REQUEST));
+    Some(reply.finish())
+}
