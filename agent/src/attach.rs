@@ -1,0 +1,170 @@
+//! Loading and attaching BPF programs, reporting each hook as a HookStatus.
+//!
+//! Tracepoints are kernel-wide (the programs filter by netns themselves); tc
+//! and XDP attach to interfaces, so they are attached from inside the
+//! monitored namespace.
+
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+};
+
+use aya::{
+    programs::{ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode},
+    util::KernelVersion,
+    Ebpf,
+};
+use demarc_proto::{ingest::HookStatus, Point};
+
+use crate::{netns::Netns, Error, Result};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Checks what every probe needs before loading: kernel BTF and tracefs.
+pub fn preflight() -> Result<()> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(Error::MissingBtf);
+    }
+    if !Path::new(TRACEFS).join("events").is_dir() {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", TRACEFS])
+            .status()?;
+        if !status.success() {
+            return Err(Error::Tracefs(std::io::Error::other(format!(
+                "mount exited with {status}"
+            ))));
+        }
+    }
+    Ok(())
+}
+
+fn program_error(name: &str) -> impl FnOnce(ProgramError) -> Error + '_ {
+    move |source| Error::Program {
+        name: name.into(),
+        source,
+    }
+}
+
+/// Attaches `prog` to the classic tracepoint `syscalls:<tp>`.
+pub fn tracepoint(ebpf: &mut Ebpf, prog: &str, tp: &str, point: Point) -> Result<HookStatus> {
+    let p: &mut TracePoint = program(ebpf, prog)?;
+    loaded(p.load(), prog)?;
+    p.attach("syscalls", tp).map_err(program_error(prog))?;
+    Ok(HookStatus {
+        point,
+        hook: "tracepoint".into(),
+        target: format!("syscalls:{tp}"),
+        mode: String::new(),
+        attached: true,
+        note: String::new(),
+    })
+}
+
+/// Attaches `prog` to tc egress of `iface` (TCX link on 6.6+, clsact before).
+pub fn tc_egress(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    netns: &Netns,
+    iface: &str,
+    point: Point,
+) -> Result<HookStatus> {
+    netns.ifindex(iface)?;
+    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    let p: &mut SchedClassifier = program(ebpf, prog)?;
+    loaded(p.load(), prog)?;
+    netns.run(|| {
+        if !tcx {
+            // An existing clsact qdisc is fine; other errors show at attach.
+            let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        }
+        p.attach(iface, TcAttachType::Egress)
+            .map_err(program_error(prog))
+    })??;
+    Ok(HookStatus {
+        point,
+        hook: "tc".into(),
+        target: iface.into(),
+        mode: if tcx { "tcx" } else { "clsact" }.into(),
+        attached: true,
+        note: String::new(),
+    })
+}
+
+/// Attaches `prog` to XDP of `iface`: driver mode where the driver has it,
+/// else skb mode. An interface that already has an XDP program keeps it: the
+/// hook is then reported as not attached, with the reason, and a fallback.
+pub fn xdp(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    netns: &Netns,
+    iface: &str,
+    point: Point,
+    fallbacks: &mut Vec<String>,
+) -> Result<HookStatus> {
+    netns.ifindex(iface)?;
+    let p: &mut Xdp = program(ebpf, prog)?;
+    loaded(p.load(), prog)?;
+    let (mode, result) = netns.run(|| match p.attach(iface, XdpMode::Driver) {
+        Ok(_) => ("driver", Ok(())),
+        Err(driver_err) => match p.attach(iface, XdpMode::Skb) {
+            Ok(_) => {
+                fallbacks.push(format!(
+                    "XDP driver mode unavailable on {iface} ({driver_err}): using skb mode"
+                ));
+                ("skb", Ok(()))
+            }
+            Err(e) => ("", Err(e)),
+        },
+    })?;
+    let mut status = HookStatus {
+        point,
+        hook: "xdp".into(),
+        target: iface.into(),
+        mode: mode.into(),
+        attached: result.is_ok(),
+        note: String::new(),
+    };
+    if let Err(e) = result {
+        status.note = format!("not attached: {e} (another XDP program on {iface}?)");
+        fallbacks.push(format!(
+            "{} not measured on {iface}: XDP attach failed: {e}",
+            point.as_str()
+        ));
+    }
+    Ok(status)
+}
+
+/// One program serves several interfaces: loading it again is not an error.
+fn loaded(r: Result<(), ProgramError>, name: &str) -> Result<()> {
+    match r {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
+        Err(e) => Err(program_error(name)(e)),
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| Error::Program {
+        name: name.into(),
+        source: ProgramError::UnexpectedProgramType,
+    })?;
+    p.try_into().map_err(program_error(name))
+}
+
+/// Duplicated fds of the loaded programs, for statistics after start-up.
+pub fn program_fds(ebpf: &Ebpf) -> Vec<(String, OwnedFd)> {
+    ebpf.programs()
+        .filter_map(|(name, p)| {
+            let fd = p.fd().ok()?.as_fd().try_clone_to_owned().ok()?;
+            Some((name.to_string(), fd))
+        })
+        .collect()
+}
+
+/// Takes a map out of the object so it outlives the programs (draining the
+/// ring buffer after detaching).
+pub fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or(Error::MissingMap(name))
+}
