@@ -16,7 +16,8 @@ pub const INGEST_PATH: &str = "/api/v1/ingest";
 pub const MAX_RECORDS_PER_BATCH: usize = 20_000;
 /// Default request body limit; a larger body: `413`.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// Record timestamps further than this from the console's clock: `422`.
+/// Record timestamps further than this from their batch's `sent_at_ns`, or a
+/// `sent_at_ns` further than this ahead of the console's clock: `422`.
 pub const MAX_TIMESTAMP_SKEW_NS: u64 = 3_600 * 1_000_000_000;
 /// Digits of the sequence part of a batch id.
 pub const BATCH_SEQ_DIGITS: usize = 12;
@@ -190,13 +191,13 @@ pub enum ValidationError {
     TooManyRecords(usize),
     #[error("record {index}: family {family} does not match its addresses")]
     FamilyMismatch { index: usize, family: u8 },
-    #[error(
-        "record {index}: timestamp {ts_ns} is more than 1 h from the console's clock {now_ns}"
-    )]
+    #[error("sent_at_ns {sent_at_ns} is more than 1 h ahead of the console's clock {now_ns}")]
+    SentInFuture { sent_at_ns: u64, now_ns: u64 },
+    #[error("record {index}: timestamp {ts_ns} is more than 1 h from sent_at_ns {sent_at_ns}")]
     TimestampOutOfRange {
         index: usize,
         ts_ns: u64,
-        now_ns: u64,
+        sent_at_ns: u64,
     },
 }
 
@@ -209,16 +210,22 @@ impl ValidationError {
             | ValidationError::BadBatchId(_)
             | ValidationError::FamilyMismatch { .. } => 400,
             ValidationError::TooManyRecords(_) => 413,
-            ValidationError::TimestampOutOfRange { .. } => 422,
+            ValidationError::SentInFuture { .. } | ValidationError::TimestampOutOfRange { .. } => {
+                422
+            }
         }
     }
 }
 
 impl Batch {
     /// Checks what serde cannot: version, id shapes, record count, address
-    /// families and timestamp plausibility against the console's clock.
-    /// Problems that make the request unusable (400, 413) are reported before
-    /// timestamp problems (422), so the answer does not depend on record order.
+    /// families and timestamp plausibility. Record timestamps are judged
+    /// against the batch's own `sent_at_ns`, not the console's clock, so a
+    /// batch replayed from the spool long after an outage is still accepted;
+    /// only `sent_at_ns` itself is held to the console's clock, and only
+    /// against lying in the future. Problems that make the request unusable
+    /// (400, 413) are reported before timestamp problems (422), so the answer
+    /// does not depend on record order.
     pub fn validate(&self, now_utc_ns: u64) -> Result<(), ValidationError> {
         if self.version != API_VERSION {
             return Err(ValidationError::UnsupportedVersion(self.version));
@@ -245,12 +252,18 @@ impl Batch {
                 });
             }
         }
+        if self.sent_at_ns.saturating_sub(now_utc_ns) > MAX_TIMESTAMP_SKEW_NS {
+            return Err(ValidationError::SentInFuture {
+                sent_at_ns: self.sent_at_ns,
+                now_ns: now_utc_ns,
+            });
+        }
         for (index, r) in self.records.iter().enumerate() {
-            if r.ts_ns.abs_diff(now_utc_ns) > MAX_TIMESTAMP_SKEW_NS {
+            if r.ts_ns.abs_diff(self.sent_at_ns) > MAX_TIMESTAMP_SKEW_NS {
                 return Err(ValidationError::TimestampOutOfRange {
                     index,
                     ts_ns: r.ts_ns,
-                    now_ns: now_utc_ns,
+                    sent_at_ns: self.sent_at_ns,
                 });
             }
         }
@@ -416,6 +429,10 @@ mod tests {
         let text = doc_example_json();
         let b: Batch = serde_json::from_str(&text).expect("doc example parses as Batch");
         b.validate(b.sent_at_ns).expect("doc example is valid");
+        // Replayed from a spool a month later, it is still valid.
+        let month = 30 * 24 * MAX_TIMESTAMP_SKEW_NS;
+        b.validate(b.sent_at_ns + month)
+            .expect("doc example is valid when replayed late");
         assert_eq!(b.probe.kind, ProbeKind::Endpoint);
         assert_eq!(b.clock.mode, ClockMode::Tai);
         let r = &b.records[0];
@@ -565,7 +582,7 @@ mod tests {
     }
 
     #[test]
-    fn validate_bounds_timestamps_to_an_hour_either_way() {
+    fn validate_bounds_record_timestamps_to_an_hour_around_sent_at() {
         assert_eq!(batch(vec![]).validate(NOW), Ok(()));
         let edge = batch(vec![
             record(NOW - MAX_TIMESTAMP_SKEW_NS),
@@ -584,7 +601,7 @@ mod tests {
                 ValidationError::TimestampOutOfRange {
                     index: 1,
                     ts_ns: ts,
-                    now_ns: NOW
+                    sent_at_ns: NOW
                 }
             );
             assert_eq!(e.http_status(), 422);
@@ -593,6 +610,52 @@ mod tests {
         let mut b = batch(vec![record(0), record(NOW)]);
         b.records[1].family = 4;
         assert_eq!(b.validate(NOW).unwrap_err().http_status(), 400);
+    }
+
+    #[test]
+    fn validate_accepts_batches_replayed_long_after_they_were_sent() {
+        // Spooled through an outage: sent (first tried) a week ago, records
+        // from the hour before that, replayed now.
+        let week = 7 * 24 * MAX_TIMESTAMP_SKEW_NS;
+        let b = batch(vec![
+            record(NOW - MAX_TIMESTAMP_SKEW_NS),
+            record(NOW - 1),
+            record(NOW),
+        ]);
+        assert_eq!(b.validate(NOW + week), Ok(()));
+        assert_eq!(b.validate(u64::MAX), Ok(()));
+        // Still judged against sent_at_ns, however late.
+        let b = batch(vec![record(NOW - MAX_TIMESTAMP_SKEW_NS - 1)]);
+        let e = b.validate(NOW + week).unwrap_err();
+        assert!(
+            matches!(e, ValidationError::TimestampOutOfRange { index: 0, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn validate_refuses_sent_at_more_than_an_hour_in_the_future() {
+        let mut b = batch(vec![record(NOW)]);
+        assert_eq!(b.validate(NOW - MAX_TIMESTAMP_SKEW_NS), Ok(()));
+        let now = NOW - MAX_TIMESTAMP_SKEW_NS - 1;
+        let e = b.validate(now).unwrap_err();
+        assert_eq!(
+            e,
+            ValidationError::SentInFuture {
+                sent_at_ns: NOW,
+                now_ns: now
+            }
+        );
+        assert_eq!(e.http_status(), 422);
+        // Also for a batch without records (health only), and near u64::MAX.
+        b.records.clear();
+        assert_eq!(b.validate(now).unwrap_err().http_status(), 422);
+        b.sent_at_ns = u64::MAX;
+        assert_eq!(b.validate(0).unwrap_err().http_status(), 422);
+        assert_eq!(b.validate(u64::MAX - MAX_TIMESTAMP_SKEW_NS), Ok(()));
+        // A 400 problem wins over it.
+        b.version = 2;
+        assert_eq!(b.validate(0).unwrap_err().http_status(), 400);
     }
 
     #[test]
