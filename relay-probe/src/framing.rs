@@ -100,7 +100,14 @@ mod tests {
             Frame::Invalid,
             "TLS on the TCP port"
         );
-        assert_eq!(stream_frame(b"GET / HTTP/1.1"), Frame::Invalid);
+        assert_eq!(
+            stream_frame(b"\x16\x03\x01\x02\x00"),
+            Frame::Invalid,
+            "TLS hello"
+        );
+        // 'G' falls in the RFC 5766 channel range: waits for 8239 bytes, then
+        // the idle timeout closes it.
+        assert_eq!(stream_frame(b"GET / HTTP/1.1"), Frame::Partial);
         let mut stun = vec![0x00, 0x01, 0x00, 0x04];
         stun.resize(24, 0);
         assert_eq!(stream_frame(&stun[..23]), Frame::Partial);

@@ -146,7 +146,7 @@ fn is_special(ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

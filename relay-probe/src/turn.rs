@@ -1042,3 +1042,683 @@ fn bad_request_to_garbage(data: &[u8]) -> Option<Vec<u8>> {
     add(&mut reply, &error_code(ErrorCode::BAD_REQUEST));
     Some(reply.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::rest_password;
+    use turn_types::attribute::DontFragment;
+    use turn_types::stun::message::{IntegrityAlgorithm, Method};
+
+    const REALM: &str = "example.org";
+
+    /// Relay sockets that exist only as addresses.
+    #[derive(Default)]
+    struct FakeSockets {
+        next_port: u16,
+        open: Vec<SocketAddr>,
+        reserved: Vec<SocketAddr>,
+        no_v6: bool,
+    }
+
+    impl RelaySockets for FakeSockets {
+        fn open(
+            &mut self,
+            family: AddressFamily,
+            port: PortRequest,
+        ) -> Result<(SocketAddr, Option<SocketAddr>), OpenError> {
+            let ip: IpAddr = match family {
+                AddressFamily::IPV4 => "10.0.0.1".parse().unwrap(),
+                AddressFamily::IPV6 if self.no_v6 => return Err(OpenError::NoAddress),
+                AddressFamily::IPV6 => "fd00::1".parse().unwrap(),
+            };
+            self.next_port = (self.next_port.max(50000) + 2) & !1;
+            let addr = SocketAddr::new(ip, self.next_port);
+            self.open.push(addr);
+            let next = (port == PortRequest::EvenReserveNext).then(|| {
+                let next = SocketAddr::new(ip, self.next_port + 1);
+                self.reserved.push(next);
+                next
+            });
+            Ok((addr, next))
+        }
+
+        fn claim(&mut self, reserved: SocketAddr) {
+            self.reserved.retain(|r| *r != reserved);
+            self.open.push(reserved);
+        }
+
+        fn close(&mut self, relay: SocketAddr) {
+            self.open.retain(|r| *r != relay);
+            self.reserved.retain(|r| *r != relay);
+        }
+    }
+
+    fn settings() -> Settings {
+        let mut s = Settings {
+            realm: REALM.into(),
+            ..Settings::default()
+        };
+        s.credentials.users.insert("alice".into(), "pw".into());
+        s.credentials.users.insert("bob".into(), "pw2".into());
+        s.credentials.secrets = vec!["old".into(), "new".into()];
+        s.external_ips = vec![ExternalIp {
+            public: "203.0.113.1".parse().unwrap(),
+            private: Some("10.0.0.1".parse().unwrap()),
+        }];
+        s
+    }
+
+    struct Harness {
+        server: Server,
+        sockets: FakeSockets,
+        now: Now,
+    }
+
+    fn client(port: u16) -> FiveTuple {
+        FiveTuple {
+            transport: Transport::Udp,
+            local: "192.0.2.1:3478".parse().unwrap(),
+            remote: SocketAddr::new("198.51.100.7".parse().unwrap(), port),
+        }
+    }
+
+    const PEER: &str = "198.51.100.99:4000";
+
+    fn peer() -> SocketAddr {
+        PEER.parse().unwrap()
+    }
+
+    /// A request; signed with (user, password) when given, using the nonce
+    /// the server handed out for `from`.
+    struct Req<'a> {
+        method: Method,
+        attrs: Vec<Box<dyn AttributeWrite + 'a>>,
+        user: Option<(&'a str, String)>,
+        nonce: Option<String>,
+        txid: Option<TransactionId>,
+    }
+
+    fn req<'a>(method: Method) -> Req<'a> {
+        Req {
+            method,
+            attrs: Vec::new(),
+            user: None,
+            nonce: None,
+            txid: None,
+        }
+    }
+
+    impl<'a> Req<'a> {
+        fn attr(mut self, a: impl AttributeWrite + 'a) -> Self {
+            self.attrs.push(Box::new(a));
+            self
+        }
+        fn user(mut self, name: &'a str, password: &str) -> Self {
+            self.user = Some((name, password.to_string()));
+            self
+        }
+        fn build(&self) -> Vec<u8> {
+            let mut msg = match self.txid {
+                Some(txid) => Message::builder(
+                    MessageType::from_class_method(MessageClass::Request, self.method),
+                    txid,
+                    MessageWriteVec::new(),
+                ),
+                None => Message::builder_request(self.method, MessageWriteVec::new()),
+            };
+            for a in &self.attrs {
+                msg.add_attribute(a.as_ref()).unwrap();
+            }
+            if let Some((name, password)) = &self.user {
+                msg.add_attribute(&Username::new(name).unwrap()).unwrap();
+                msg.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
+                let nonce = self.nonce.clone().unwrap_or_else(|| "none".into());
+                msg.add_attribute(&Nonce::new(&nonce).unwrap()).unwrap();
+                let creds: MessageIntegrityCredentials =
+                    LongTermKeyCredentials::new(name.to_string(), password.clone(), REALM.into())
+                        .into();
+                msg.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+                    .unwrap();
+            }
+            msg.add_fingerprint().unwrap();
+            msg.finish()
+        }
+    }
+
+    /// The reply's error code, 0 for success.
+    fn code(reply: &[u8]) -> u16 {
+        let msg = Message::from_bytes(reply).unwrap();
+        match msg.class() {
+            MessageClass::Success => 0,
+            MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    impl Harness {
+        fn new(settings: Settings) -> Self {
+            Self {
+                server: Server::new(settings, Arc::new(Metrics::default())),
+                sockets: FakeSockets::default(),
+                now: Now {
+                    mono: Instant::now(),
+                    unix: 1_700_000_000,
+                },
+            }
+        }
+
+        fn send<'a>(&mut self, from: FiveTuple, data: &'a [u8]) -> ClientAction<'a> {
+            self.server
+                .handle_client(from, data, self.now, &mut self.sockets)
+        }
+
+        fn reply(&mut self, from: FiveTuple, data: &[u8]) -> Vec<u8> {
+            match self.send(from, data) {
+                ClientAction::Reply(r) => r,
+                other => panic!("expected a reply, got {other:?}"),
+            }
+        }
+
+        /// Sends `r`, first collecting a nonce with an unsigned attempt.
+        fn call(&mut self, from: FiveTuple, mut r: Req<'_>) -> Vec<u8> {
+            if r.user.is_some() && r.nonce.is_none() {
+                r.nonce = Some(self.nonce(from));
+            }
+            let bytes = r.build();
+            self.reply(from, &bytes)
+        }
+
+        fn nonce(&mut self, from: FiveTuple) -> String {
+            let reply = self.reply(from, &req(ALLOCATE).build());
+            let msg = Message::from_bytes(&reply).unwrap();
+            assert_eq!(msg.attribute::<ErrorCode>().unwrap().code(), 401);
+            assert_eq!(msg.attribute::<Realm>().unwrap().realm(), REALM);
+            msg.attribute::<Nonce>().unwrap().nonce().to_string()
+        }
+
+        fn allocate(&mut self, from: FiveTuple, user: &str, password: &str) -> Vec<u8> {
+            self.call(
+                from,
+                req(ALLOCATE)
+                    .attr(RequestedTransport::new(RequestedTransport::UDP))
+                    .user(user, password),
+            )
+        }
+
+        fn permit(&mut self, from: FiveTuple, peer: SocketAddr) -> u16 {
+            let txid = TransactionId::generate();
+            let mut r = req(CREATE_PERMISSION)
+                .attr(XorPeerAddress::new(peer, txid))
+                .user("alice", "pw");
+            r.txid = Some(txid);
+            code(&self.call(from, r))
+        }
+
+        fn bind(&mut self, from: FiveTuple, channel: u16, peer: SocketAddr) -> u16 {
+            let txid = TransactionId::generate();
+            let mut r = req(CHANNEL_BIND)
+                .attr(ChannelNumber::new(channel))
+                .attr(XorPeerAddress::new(peer, txid))
+                .user("alice", "pw");
+            r.txid = Some(txid);
+            code(&self.call(from, r))
+        }
+    }
+
+    fn allocated() -> (Harness, FiveTuple) {
+        let mut h = Harness::new(settings());
+        let c = client(1000);
+        assert_eq!(code(&h.allocate(c, "alice", "pw")), 0);
+        (h, c)
+    }
+
+    #[test]
+    fn binding_answers_without_auth() {
+        let mut h = Harness::new(settings());
+        let reply = h.reply(client(1), &req(BINDING).build());
+        let msg = Message::from_bytes(&reply).unwrap();
+        let mapped = msg.attribute::<XorMappedAddress>().unwrap();
+        assert_eq!(mapped.addr(msg.transaction_id()), client(1).remote);
+    }
+
+    #[test]
+    fn allocate_flow_and_response_contents() {
+        let mut h = Harness::new(settings());
+        let c = client(1000);
+        let reply = h.allocate(c, "alice", "pw");
+        let msg = Message::from_bytes(&reply).unwrap();
+        assert_eq!(code(&reply), 0);
+        let creds: MessageIntegrityCredentials =
+            LongTermKeyCredentials::new("alice".into(), "pw".into(), REALM.into()).into();
+        msg.validate_integrity(&creds).expect("response is signed");
+        let relayed = msg.attribute::<XorRelayedAddress>().unwrap();
+        let relayed = relayed.addr(msg.transaction_id());
+        assert_eq!(
+            relayed.ip(),
+            "203.0.113.1".parse::<IpAddr>().unwrap(),
+            "external-ip"
+        );
+        assert_eq!(relayed.port(), h.sockets.open[0].port());
+        assert_eq!(msg.attribute::<Lifetime>().unwrap().seconds(), 600);
+        assert_eq!(h.server.allocation_count(), 1);
+    }
+
+    #[test]
+    fn auth_failures_have_their_codes() {
+        let mut h = Harness::new(settings());
+        let c = client(1000);
+        assert_eq!(code(&h.allocate(c, "alice", "wrong")), 401);
+        assert_eq!(code(&h.allocate(c, "mallory", "pw")), 401);
+        let mut stale = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .user("alice", "pw");
+        stale.nonce = Some("5.deadbeef".into());
+        assert_eq!(code(&h.call(c, stale)), 438);
+        // A nonce given to another client address is stale here.
+        let other_nonce = h.nonce(client(2000));
+        let mut moved = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .user("alice", "pw");
+        moved.nonce = Some(other_nonce);
+        assert_eq!(code(&h.call(c, moved)), 438);
+        // A nonce past its lifetime.
+        let mut r = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .user("alice", "pw");
+        r.nonce = Some(h.nonce(c));
+        h.now.unix += 601;
+        assert_eq!(code(&h.call(c, r)), 438);
+        // Signed but without USERNAME/REALM/NONCE.
+        let mut msg = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        let creds: MessageIntegrityCredentials =
+            LongTermKeyCredentials::new("alice".into(), "pw".into(), REALM.into()).into();
+        msg.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+            .unwrap();
+        assert_eq!(code(&h.reply(c, &msg.finish())), 400);
+        assert_eq!(h.server.allocation_count(), 0);
+    }
+
+    #[test]
+    fn rest_api_credentials_rotation_and_expiry() {
+        let mut h = Harness::new(settings());
+        let user = format!("{}:carol", h.now.unix + 60);
+        for secret in ["old", "new"] {
+            let c = client(if secret == "old" { 1 } else { 2 });
+            let reply = h.allocate(c, &user, &rest_password(secret, &user));
+            assert_eq!(code(&reply), 0, "secret {secret}");
+        }
+        let c = client(3);
+        assert_eq!(
+            code(&h.allocate(c, &user, &rest_password("other", &user))),
+            401
+        );
+        // Expiry is checked on every request, not only on Allocate.
+        let refresh = |h: &mut Harness| {
+            let r = req(REFRESH).user(&user, &rest_password("new", &user));
+            let mut r = Req {
+                user: Some((user.as_str(), rest_password("new", &user))),
+                ..r
+            };
+            r.nonce = Some(h.nonce(client(2)));
+            code(&h.call(client(2), r))
+        };
+        assert_eq!(refresh(&mut h), 0);
+        h.now.unix += 61;
+        assert_eq!(refresh(&mut h), 401);
+    }
+
+    #[test]
+    fn another_user_on_the_same_five_tuple_is_441() {
+        let (mut h, c) = allocated();
+        let reply = h.call(c, req(REFRESH).user("bob", "pw2"));
+        assert_eq!(code(&reply), 441);
+    }
+
+    #[test]
+    fn second_allocate_is_437_but_a_retransmission_is_answered_again() {
+        let mut h = Harness::new(settings());
+        let c = client(1000);
+        let nonce = h.nonce(c);
+        let mut first = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .user("alice", "pw");
+        first.nonce = Some(nonce.clone());
+        let bytes = first.build();
+        let a = h.reply(c, &bytes);
+        let b = h.reply(c, &bytes);
+        assert_eq!((code(&a), code(&b)), (0, 0));
+        assert_eq!(h.sockets.open.len(), 1, "no second relay socket");
+        assert_eq!(code(&h.allocate(c, "alice", "pw")), 437);
+    }
+
+    #[test]
+    fn allocate_attribute_errors() {
+        let mut h = Harness::new(settings());
+        let c = client(1000);
+        let tcp = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::TCP))
+            .user("alice", "pw");
+        assert_eq!(code(&h.call(c, tcp)), 442);
+        assert_eq!(code(&h.call(c, req(ALLOCATE).user("alice", "pw"))), 400);
+        let df = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(DontFragment::new())
+            .user("alice", "pw");
+        let reply = h.call(c, df);
+        assert_eq!(code(&reply), 420);
+        let both = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(RequestedAddressFamily::new(AddressFamily::IPV6))
+            .attr(AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .user("alice", "pw");
+        assert_eq!(code(&h.call(c, both)), 400);
+        h.sockets.no_v6 = true;
+        let v6 = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(RequestedAddressFamily::new(AddressFamily::IPV6))
+            .user("alice", "pw");
+        assert_eq!(code(&h.call(c, v6)), 440);
+        let bogus_token = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(ReservationToken::new(42))
+            .user("alice", "pw");
+        assert_eq!(code(&h.call(c, bogus_token)), 508);
+        assert_eq!(h.server.allocation_count(), 0);
+        assert_eq!(
+            h.server.quota.total(),
+            0,
+            "failed allocations give quota back"
+        );
+    }
+
+    #[test]
+    fn dual_allocation_reports_the_family_that_failed() {
+        let mut h = Harness::new(settings());
+        h.sockets.no_v6 = true;
+        let dual = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .user("alice", "pw");
+        let reply = h.call(client(1), dual);
+        let msg = Message::from_bytes(&reply).unwrap();
+        assert_eq!(code(&reply), 0);
+        let err = msg.attribute::<AddressErrorCode>().unwrap();
+        assert_eq!(err.family(), AddressFamily::IPV6);
+        assert_eq!(err.error().code(), 440);
+    }
+
+    #[test]
+    fn even_port_reservation_is_claimed_by_token() {
+        let mut h = Harness::new(settings());
+        let first = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(EvenPort::new(true))
+            .user("alice", "pw");
+        let reply = h.call(client(1), first);
+        let msg = Message::from_bytes(&reply).unwrap();
+        let token = msg.attribute::<ReservationToken>().unwrap().token();
+        let reserved = h.sockets.reserved[0];
+        let second = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(ReservationToken::new(token))
+            .user("alice", "pw");
+        let reply = h.call(client(2), second);
+        let msg = Message::from_bytes(&reply).unwrap();
+        let relayed = msg.attribute::<XorRelayedAddress>().unwrap();
+        assert_eq!(relayed.addr(msg.transaction_id()).port(), reserved.port());
+        assert!(h.sockets.reserved.is_empty());
+        // An unclaimed reservation is closed after 30 s.
+        let third = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::UDP))
+            .attr(EvenPort::new(true))
+            .user("alice", "pw");
+        assert_eq!(code(&h.call(client(3), third)), 0);
+        assert_eq!(h.sockets.reserved.len(), 1);
+        h.server
+            .expire(h.now.mono + Duration::from_secs(31), &mut h.sockets);
+        assert!(h.sockets.reserved.is_empty());
+    }
+
+    #[test]
+    fn peer_policy_answers_403_for_every_denied_form() {
+        for (addr, range) in crate::policy::tests::DENIED_BY_DEFAULT {
+            let peer = SocketAddr::new(addr.parse().unwrap(), 9);
+            let (mut h, c) = allocated();
+            if peer.is_ipv6() {
+                let v6 = req(ALLOCATE)
+                    .attr(RequestedTransport::new(RequestedTransport::UDP))
+                    .attr(RequestedAddressFamily::new(AddressFamily::IPV6))
+                    .user("alice", "pw");
+                assert_eq!(code(&h.call(client(2), v6)), 0);
+                assert_eq!(h.permit(client(2), peer), 403, "{addr}");
+                assert_eq!(h.bind(client(2), 0x4000, peer), 403, "{addr}");
+            } else {
+                assert_eq!(h.permit(c, peer), 403, "{addr}");
+                assert_eq!(h.bind(c, 0x4000, peer), 403, "{addr}");
+            }
+            let mut open = settings();
+            open.policy.allowed.push(range.parse().unwrap());
+            let mut h = Harness::new(open);
+            let c = if peer.is_ipv6() {
+                let v6 = req(ALLOCATE)
+                    .attr(RequestedTransport::new(RequestedTransport::UDP))
+                    .attr(RequestedAddressFamily::new(AddressFamily::IPV6))
+                    .user("alice", "pw");
+                assert_eq!(code(&h.call(client(2), v6)), 0);
+                client(2)
+            } else {
+                assert_eq!(code(&h.allocate(client(1), "alice", "pw")), 0);
+                client(1)
+            };
+            assert_eq!(h.permit(c, peer), 0, "{addr} with {range}");
+        }
+    }
+
+    #[test]
+    fn permission_errors() {
+        let (mut h, c) = allocated();
+        assert_eq!(h.permit(client(9), peer()), 437, "no allocation");
+        let v6_peer: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
+        assert_eq!(h.permit(c, v6_peer), 443);
+        let none = req(CREATE_PERMISSION).user("alice", "pw");
+        assert_eq!(code(&h.call(c, none)), 400);
+    }
+
+    #[test]
+    fn channel_data_relays_both_ways_without_copying() {
+        let (mut h, c) = allocated();
+        assert_eq!(h.bind(c, 0x3fff, peer()), 400, "below the channel range");
+        assert_eq!(h.bind(c, 0x4001, peer()), 0);
+        assert_eq!(h.bind(c, 0x4002, peer()), 400, "peer already on 0x4001");
+        let other: SocketAddr = "198.51.100.98:1".parse().unwrap();
+        assert_eq!(h.bind(c, 0x4001, other), 400, "channel already bound");
+        assert_eq!(h.bind(c, 0x4001, peer()), 0, "refresh");
+
+        let frame = b"\x40\x01\x00\x05hello\x00\x00\x00";
+        match h.send(c, frame) {
+            ClientAction::ToPeer {
+                relay,
+                peer: to,
+                payload,
+            } => {
+                assert_eq!(relay, h.sockets.open[0]);
+                assert_eq!(to, peer());
+                assert_eq!(payload, b"hello");
+                assert!(
+                    std::ptr::eq(payload.as_ptr(), frame[4..].as_ptr()),
+                    "borrowed"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            h.send(c, b"\x40\x09\x00\x01x"),
+            ClientAction::Nothing,
+            "unknown channel"
+        );
+        assert_eq!(
+            h.send(c, b"\x40\x01\x00\x09short"),
+            ClientAction::Nothing,
+            "truncated"
+        );
+        let relay = h.sockets.open[0];
+        let now = h.now.mono;
+        assert_eq!(
+            h.server.handle_peer(relay, peer(), 5, now),
+            Some(ToClient {
+                client: c,
+                channel: Some(0x4001)
+            })
+        );
+        assert_eq!(
+            h.server.handle_peer(relay, other, 5, now),
+            None,
+            "no permission"
+        );
+        // Channel bindings outlive permissions (600 s vs 300 s), but data
+        // needs both.
+        let later = now + Duration::from_secs(301);
+        assert_eq!(h.server.handle_peer(relay, peer(), 5, later), None);
+    }
+
+    #[test]
+    fn send_indication_needs_a_permission() {
+        let (mut h, c) = allocated();
+        let send = |peer: SocketAddr| {
+            let txid = TransactionId::generate();
+            let mut msg = Message::builder(
+                MessageType::from_class_method(MessageClass::Indication, SEND),
+                txid,
+                MessageWriteVec::new(),
+            );
+            msg.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
+            msg.add_attribute(&DataAttr::new(b"media")).unwrap();
+            msg.finish()
+        };
+        let bytes = send(peer());
+        assert_eq!(h.send(c, &bytes), ClientAction::Nothing);
+        assert_eq!(h.permit(c, peer()), 0);
+        match h.send(c, &bytes) {
+            ClientAction::ToPeer { payload, .. } => assert_eq!(payload, b"media"),
+            other => panic!("{other:?}"),
+        }
+        // Data back without a channel is a Data indication.
+        let relay = h.sockets.open[0];
+        let to = h.server.handle_peer(relay, peer(), 5, h.now.mono).unwrap();
+        assert_eq!(to.channel, None);
+    }
+
+    #[test]
+    fn quotas_answer_486() {
+        let mut s = settings();
+        s.user_quota = 1;
+        s.total_quota = 2;
+        let mut h = Harness::new(s);
+        assert_eq!(code(&h.allocate(client(1), "alice", "pw")), 0);
+        assert_eq!(code(&h.allocate(client(2), "alice", "pw")), 486);
+        assert_eq!(code(&h.allocate(client(3), "bob", "pw2")), 0);
+        let user = format!("{}:carol", h.now.unix + 60);
+        let password = rest_password("new", &user);
+        assert_eq!(code(&h.allocate(client(4), &user, &password)), 486);
+        // A deleted allocation gives its quota back.
+        let delete = req(REFRESH).attr(Lifetime::new(0)).user("alice", "pw");
+        assert_eq!(code(&h.call(client(1), delete)), 0);
+        assert_eq!(code(&h.allocate(client(4), &user, &password)), 0);
+    }
+
+    #[test]
+    fn refresh_lifetimes_and_expiry() {
+        let (mut h, c) = allocated();
+        let long = req(REFRESH)
+            .attr(Lifetime::new(100_000))
+            .user("alice", "pw");
+        let reply = h.call(c, long);
+        let msg = Message::from_bytes(&reply).unwrap();
+        assert_eq!(
+            msg.attribute::<Lifetime>().unwrap().seconds(),
+            3600,
+            "capped"
+        );
+        let short = req(REFRESH).attr(Lifetime::new(30)).user("alice", "pw");
+        assert_eq!(code(&h.call(c, short)), 0);
+        let relay = h.sockets.open[0];
+        h.server
+            .expire(h.now.mono + Duration::from_secs(29), &mut h.sockets);
+        assert_eq!(h.server.allocation_count(), 1);
+        h.server
+            .expire(h.now.mono + Duration::from_secs(31), &mut h.sockets);
+        assert_eq!(h.server.allocation_count(), 0);
+        assert!(!h.sockets.open.contains(&relay), "relay socket closed");
+        assert_eq!(h.server.handle_peer(relay, peer(), 1, h.now.mono), None);
+        assert_eq!(code(&h.call(c, req(REFRESH).user("alice", "pw"))), 437);
+    }
+
+    #[test]
+    fn stream_client_closing_frees_its_allocation() {
+        let mut h = Harness::new(settings());
+        let mut c = client(1);
+        c.transport = Transport::Tcp;
+        assert_eq!(code(&h.allocate(c, "alice", "pw")), 0);
+        h.server.client_closed(c, &mut h.sockets);
+        assert_eq!(h.server.allocation_count(), 0);
+        assert!(h.sockets.open.is_empty());
+    }
+
+    #[test]
+    fn draining_refuses_new_allocations_only() {
+        let (mut h, c) = allocated();
+        h.server.drain();
+        assert_eq!(code(&h.allocate(client(2), "alice", "pw")), 508);
+        assert_eq!(h.permit(c, peer()), 0, "existing allocations keep working");
+    }
+
+    #[test]
+    fn max_bps_drops_the_excess() {
+        let mut s = settings();
+        s.max_bps = 1000;
+        let mut h = Harness::new(s);
+        let c = client(1);
+        assert_eq!(code(&h.allocate(c, "alice", "pw")), 0);
+        assert_eq!(h.bind(c, 0x4000, peer()), 0);
+        let mut frame = vec![0x40, 0x00, 0x03, 0x20];
+        frame.resize(4 + 800, 0);
+        assert!(matches!(h.send(c, &frame), ClientAction::ToPeer { .. }));
+        assert_eq!(h.send(c, &frame), ClientAction::Nothing);
+    }
+
+    #[test]
+    fn garbage_is_dropped_and_malformed_requests_get_400() {
+        let mut h = Harness::new(settings());
+        let c = client(1);
+        for junk in [
+            &b""[..],
+            b"\xff\xff",
+            b"\x80\x00\x00\x00rtp",
+            b"\x00\x01\x00",
+        ] {
+            assert_eq!(h.send(c, junk), ClientAction::Nothing);
+        }
+        // A valid header whose attribute overruns the message.
+        let mut bad = req(BINDING).build();
+        bad.truncate(20);
+        bad[3] = 8;
+        bad.extend_from_slice(&[0x00, 0x06, 0x00, 0x40, b'a', b'b', b'c', b'd']);
+        let reply = h.reply(c, &bad);
+        assert_eq!(code(&reply), 400);
+    }
+
+    #[test]
+    fn unauthenticated_floods_leave_no_state() {
+        let mut h = Harness::new(settings());
+        for port in 1..=5000u16 {
+            let from = client(port);
+            h.reply(from, &req(ALLOCATE).build());
+            h.allocate(from, "alice", "wrong");
+        }
+        assert_eq!(h.server.allocation_count(), 0);
+        assert!(h.server.by_relay.is_empty() && h.server.reservations.is_empty());
+        assert_eq!(h.server.quota.total(), 0);
+        assert!(h.sockets.open.is_empty());
+    }
+}
