@@ -46,7 +46,11 @@ pub struct Obs {
 }
 
 impl Obs {
-    pub fn from_record(r: &demarc_proto::ingest::Record, host: &Arc<str>, clock: ClockBound) -> Self {
+    pub fn from_record(
+        r: &demarc_proto::ingest::Record,
+        host: &Arc<str>,
+        clock: ClockBound,
+    ) -> Self {
         Obs {
             key: r.key,
             point: r.point,
@@ -145,7 +149,9 @@ impl Joined {
         let tx = self.tx_host.as_deref().unwrap_or("?");
         let rx = self.rx_host.as_deref().unwrap_or("?");
         match (self.class, self.ssrc) {
-            (Class::Rtp | Class::Rtcp, Some(ssrc)) => format!("{tx}>{rx}/{}/{ssrc:08x}", self.class),
+            (Class::Rtp | Class::Rtcp, Some(ssrc)) => {
+                format!("{tx}>{rx}/{}/{ssrc:08x}", self.class)
+            }
             _ => format!("{tx}>{rx}/{}/{}", self.class, self.tuple),
         }
     }
@@ -178,7 +184,10 @@ fn add(a: Bounded, b: Bounded) -> Bounded {
 /// Orders a packet's observations (already free of duplicates) along its path
 /// and computes its segments.
 pub fn build(obs: Vec<Obs>) -> Joined {
-    let first = obs.iter().min_by_key(|o| o.ts_ns).expect("a packet has a record");
+    let first = obs
+        .iter()
+        .min_by_key(|o| o.ts_ns)
+        .expect("a packet has a record");
     let earliest = |pts: &[Point]| {
         obs.iter()
             .filter(|o| pts.contains(&o.point))
@@ -198,7 +207,10 @@ pub fn build(obs: Vec<Obs>) -> Joined {
 
     // Group relay points by relay host; order relays by their first timestamp.
     let mut relay_hosts: Vec<(i64, Arc<str>)> = Vec::new();
-    for o in obs.iter().filter(|o| matches!(o.point, Point::RelayIn | Point::RelayOut)) {
+    for o in obs
+        .iter()
+        .filter(|o| matches!(o.point, Point::RelayIn | Point::RelayOut))
+    {
         match relay_hosts.iter_mut().find(|(_, h)| *h == o.host) {
             Some((t, _)) => *t = (*t).min(o.ts_ns),
             None => relay_hosts.push((o.ts_ns, o.host.clone())),
@@ -245,11 +257,22 @@ pub fn build(obs: Vec<Obs>) -> Joined {
     let rx_wire_hop = rx_wire.map(hop);
     let (net_up, relay_relay, net_down) = match (relay_ends.first(), relay_ends.last()) {
         (Some((first_in, _)), Some((_, last_out))) => {
-            let up = tx_wire_hop.as_ref().zip(first_in.as_ref()).map(|(a, b)| span(a, b));
-            let down = last_out.as_ref().zip(rx_wire_hop.as_ref()).map(|(a, b)| span(a, b));
+            let up = tx_wire_hop
+                .as_ref()
+                .zip(first_in.as_ref())
+                .map(|(a, b)| span(a, b));
+            let down = last_out
+                .as_ref()
+                .zip(rx_wire_hop.as_ref())
+                .map(|(a, b)| span(a, b));
             let between = relay_ends
                 .windows(2)
-                .map(|w| w[0].1.as_ref().zip(w[1].0.as_ref()).map(|(a, b)| span(a, b)))
+                .map(|w| {
+                    w[0].1
+                        .as_ref()
+                        .zip(w[1].0.as_ref())
+                        .map(|(a, b)| span(a, b))
+                })
                 .try_fold(None, |acc: Option<Bounded>, s| {
                     s.map(|s| Some(acc.map_or(s, |a| add(a, s))))
                 })
@@ -276,9 +299,7 @@ pub fn build(obs: Vec<Obs>) -> Joined {
     let many_hosts = path.iter().any(|h| h.host != path[0].host);
     let unsynced = many_hosts && path.iter().any(|h| !h.clock.synced);
     let sender = tx_wire.or(app_send).unwrap_or(first);
-    let stun = obs
-        .iter()
-        .find_map(|o| o.stun_type.zip(o.stun_txid));
+    let stun = obs.iter().find_map(|o| o.stun_type.zip(o.stun_txid));
     Joined {
         key: first.key,
         tx_host,

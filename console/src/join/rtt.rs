@@ -66,7 +66,11 @@ impl Matcher {
         };
         match self.waiting.remove(&txid) {
             Some(other) if other.request != half.request && other.host == half.host => {
-                let (req, resp) = if half.request { (half, other) } else { (other, half) };
+                let (req, resp) = if half.request {
+                    (half, other)
+                } else {
+                    (other, half)
+                };
                 Some(RttSample {
                     peer: req.peer.or(resp.peer).unwrap_or_else(|| "?".into()),
                     host: req.host,

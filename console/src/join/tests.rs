@@ -45,7 +45,10 @@ fn join_one(mut obs: Vec<Obs>) -> Joined {
 }
 
 fn points(j: &Joined) -> Vec<String> {
-    j.path.iter().map(|h| format!("{}@{}", h.point, h.host)).collect()
+    j.path
+        .iter()
+        .map(|h| format!("{}@{}", h.point, h.host))
+        .collect()
 }
 
 fn b(ns: i64, err_ns: u64) -> Option<Bounded> {
@@ -60,7 +63,10 @@ fn no_relay_path_and_segments() {
         ob(1, Point::RxWire, "b", T0 + 20 * MS),
         ob(1, Point::AppRecv, "b", T0 + 20 * MS + 150 * US),
     ]);
-    assert_eq!(points(&j), ["app_send@a", "tx_wire@a", "rx_wire@b", "app_recv@b"]);
+    assert_eq!(
+        points(&j),
+        ["app_send@a", "tx_wire@a", "rx_wire@b", "app_recv@b"]
+    );
     assert_eq!(j.tx_host.as_deref(), Some("a"));
     assert_eq!(j.rx_host.as_deref(), Some("b"));
     let s = j.seg;
@@ -86,7 +92,14 @@ fn one_relay_splits_the_network() {
     ]);
     assert_eq!(
         points(&j),
-        ["app_send@a", "tx_wire@a", "relay_in@r", "relay_out@r", "rx_wire@b", "app_recv@b"]
+        [
+            "app_send@a",
+            "tx_wire@a",
+            "relay_in@r",
+            "relay_out@r",
+            "rx_wire@b",
+            "app_recv@b"
+        ]
     );
     let s = j.seg;
     assert_eq!(s.net_up, b(10 * MS - 40 * US, 2_000));
@@ -185,7 +198,10 @@ fn the_window_runs_over_arrival_time_not_record_time() {
     let mut j = Joiner::new(cfg);
     // Records an hour old (a replay after an outage) arrive at t = 1000 ms.
     j.push(1_000, ob(6, Point::AppSend, "a", T0 - 3_600_000 * MS));
-    j.push(5_000, ob(6, Point::AppRecv, "b", T0 - 3_600_000 * MS + 20 * MS));
+    j.push(
+        5_000,
+        ob(6, Point::AppRecv, "b", T0 - 3_600_000 * MS + 20 * MS),
+    );
     assert!(j.expire(10_999).packets.is_empty());
     let closed = j.expire(11_000);
     assert_eq!(closed.packets.len(), 1);
@@ -299,5 +315,7 @@ fn stun_request_and_response_give_the_passive_rtt() {
             rtt_ns: 41 * MS,
         }]
     );
-    assert!(closed.packets[0].flow_key().starts_with("b>a/stun/10.0.0.2:40000→"));
+    assert!(closed.packets[0]
+        .flow_key()
+        .starts_with("b>a/stun/10.0.0.2:40000→"));
 }

@@ -26,7 +26,11 @@ pub enum OpenError {
         "{path} has schema version {found}, newer than this demarc-console knows \
          (up to {known}); use a newer demarc-console or another --db"
     )]
-    NewerSchema { path: String, found: i64, known: i64 },
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("cannot open {path}: {source}")]
     Open { path: String, source: sqlx::Error },
     #[error("cannot migrate {path}: {source}")]

@@ -40,7 +40,8 @@ impl Flow {
     }
 }
 
-const FLOW_COLS: &str = "id, tx_host, rx_host, class, ssrc, tuple, relays, first_ns, last_ns, packets";
+const FLOW_COLS: &str =
+    "id, tx_host, rx_host, class, ssrc, tuple, relays, first_ns, last_ns, packets";
 
 pub async fn flow(db: &SqlitePool, id: i64) -> Result<Option<Flow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {FLOW_COLS} FROM flows WHERE id = ?"))
@@ -72,10 +73,17 @@ async fn segment_values(
          ORDER BY ts_ns",
         cols.join(", ")
     );
-    let rows = sqlx::query(&sql).bind(flow).bind(from).bind(to).fetch_all(db).await?;
+    let rows = sqlx::query(&sql)
+        .bind(flow)
+        .bind(from)
+        .bind(to)
+        .fetch_all(db)
+        .await?;
     rows.iter()
         .map(|r| {
-            let vals = (1..=cols.len()).map(|i| r.try_get(i)).collect::<Result<_, _>>()?;
+            let vals = (1..=cols.len())
+                .map(|i| r.try_get(i))
+                .collect::<Result<_, _>>()?;
             Ok((r.try_get(0)?, vals, r.try_get(cols.len() + 1)?))
         })
         .collect()
@@ -88,24 +96,57 @@ pub struct FlowNow {
     pub packets: i64,
     pub app: Option<Summary>,
     pub app_err_ns: Option<i64>,
+    /// Median of each stacked segment present, in path order.
+    pub stack: Vec<(Segment, i64)>,
     /// The stacked segment with the largest median.
     pub dominant: Option<(Segment, i64)>,
 }
 
-pub async fn flow_now(db: &SqlitePool, flow: Flow, from: i64, to: i64) -> Result<FlowNow, sqlx::Error> {
-    let rows = segment_values(db, flow.id, from, to).await?;
-    let column = |s: Segment| {
-        let i = Segment::ALL.iter().position(|x| *x == s).expect("in ALL");
-        rows.iter().filter_map(|r| r.1[i]).collect::<Vec<i64>>()
-    };
-    let dominant = Segment::STACK
-        .into_iter()
-        .filter_map(|s| summarize(&mut column(s)).map(|m| (s, m.p50_ns)))
-        .max_by_key(|&(_, p50)| p50);
+/// Summary of each segment of a flow's packets in `[from, to)`, with the
+/// packet count and the largest App-to-App clock bound.
+pub async fn segment_summaries(
+    db: &SqlitePool,
+    flow: i64,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<(Segment, Summary)>, i64, Option<i64>), sqlx::Error> {
+    let rows = segment_values(db, flow, from, to).await?;
+    let sums = Segment::ALL
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &s)| {
+            let mut v: Vec<i64> = rows.iter().filter_map(|r| r.1[i]).collect();
+            summarize(&mut v).map(|m| (s, m))
+        })
+        .collect();
+    Ok((
+        sums,
+        rows.len() as i64,
+        rows.iter().filter_map(|r| r.2).max(),
+    ))
+}
+
+pub async fn flow_now(
+    db: &SqlitePool,
+    flow: Flow,
+    from: i64,
+    to: i64,
+) -> Result<FlowNow, sqlx::Error> {
+    let (sums, packets, app_err_ns) = segment_summaries(db, flow.id, from, to).await?;
+    let stack: Vec<(Segment, i64)> = sums
+        .iter()
+        .filter(|(s, _)| Segment::STACK.contains(s))
+        .map(|(s, m)| (*s, m.p50_ns))
+        .collect();
+    let dominant = stack.iter().copied().max_by_key(|&(_, p50)| p50);
     Ok(FlowNow {
-        packets: rows.len() as i64,
-        app: summarize(&mut column(Segment::App)),
-        app_err_ns: rows.iter().filter_map(|r| r.2).max(),
+        packets,
+        app: sums
+            .iter()
+            .find(|(s, _)| *s == Segment::App)
+            .map(|(_, m)| *m),
+        app_err_ns,
+        stack,
         dominant,
         flow,
     })
@@ -159,7 +200,10 @@ pub async fn flow_series(
         }
     }
     let app_i = Segment::ALL.len() - 1;
-    let app_p99 = per[app_i].iter_mut().map(|v| summarize(v).map(|s| s.p99_ns)).collect();
+    let app_p99 = per[app_i]
+        .iter_mut()
+        .map(|v| summarize(v).map(|s| s.p99_ns))
+        .collect();
     let segments = Segment::ALL
         .iter()
         .zip(per.iter_mut())
@@ -201,7 +245,12 @@ fn point_rank(point: &str) -> u8 {
     }
 }
 
-pub async fn coverage(db: &SqlitePool, flow: i64, from: i64, to: i64) -> Result<Coverage, sqlx::Error> {
+pub async fn coverage(
+    db: &SqlitePool,
+    flow: i64,
+    from: i64,
+    to: i64,
+) -> Result<Coverage, sqlx::Error> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT point, host, SUM(packets) FROM coverage
          WHERE flow_id = ? AND minute_ns >= ? AND minute_ns < ? GROUP BY point, host",
@@ -222,7 +271,11 @@ pub async fn coverage(db: &SqlitePool, flow: i64, from: i64, to: i64) -> Result<
     .await?;
     let mut points: Vec<PointCoverage> = rows
         .into_iter()
-        .map(|(point, host, packets)| PointCoverage { point, host, packets })
+        .map(|(point, host, packets)| PointCoverage {
+            point,
+            host,
+            packets,
+        })
         .collect();
     // Relays in path order need time; host name is a stable tie-break.
     points.sort_by(|a, b| (point_rank(&a.point), &a.host).cmp(&(point_rank(&b.point), &b.host)));
@@ -242,7 +295,12 @@ pub struct PacketRow {
 }
 
 /// The `n` packets of a flow nearest to `at_ns`, in time order (the waterfall).
-pub async fn packets_around(db: &SqlitePool, flow: i64, at_ns: i64, n: i64) -> Result<Vec<PacketRow>, sqlx::Error> {
+pub async fn packets_around(
+    db: &SqlitePool,
+    flow: i64,
+    at_ns: i64,
+    n: i64,
+) -> Result<Vec<PacketRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT key, ts_ns, seq, app_ns, err_app_ns, unsynced, path_json FROM packets
          WHERE flow_id = ?1 ORDER BY abs(ts_ns - ?2) LIMIT ?3",
@@ -284,7 +342,12 @@ pub struct RollupRow {
     pub err_max_ns: Option<i64>,
 }
 
-pub async fn rollups(db: &SqlitePool, flow: i64, from: i64, to: i64) -> Result<Vec<RollupRow>, sqlx::Error> {
+pub async fn rollups(
+    db: &SqlitePool,
+    flow: i64,
+    from: i64,
+    to: i64,
+) -> Result<Vec<RollupRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT minute_ns, segment, count, p50_ns, p90_ns, p99_ns, max_ns, err_max_ns FROM rollups
          WHERE flow_id = ? AND minute_ns >= ? AND minute_ns < ? ORDER BY minute_ns, segment",
@@ -380,7 +443,10 @@ pub async fn direction(
     }
     let rtt_half_ice: Vec<Option<i64>> = rv.iter_mut().map(|v| median(v).map(|r| r / 2)).collect();
     let zip = |x: &[Option<i64>], y: &[Option<i64>], f: fn(i64, i64) -> i64| {
-        x.iter().zip(y).map(|(x, y)| x.zip(*y).map(|(x, y)| f(x, y))).collect::<Vec<_>>()
+        x.iter()
+            .zip(y)
+            .map(|(x, y)| x.zip(*y).map(|(x, y)| f(x, y)))
+            .collect::<Vec<_>>()
     };
     Ok(Direction {
         rtt_half_sum: zip(&ab, &ba, |x, y| (x + y) / 2),
@@ -398,7 +464,9 @@ pub async fn direction(
 
 /// Distinct relay hosts seen in dwell rows.
 pub async fn relays(db: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT relay_host FROM dwells ORDER BY 1").fetch_all(db).await
+    sqlx::query_scalar("SELECT DISTINCT relay_host FROM dwells ORDER BY 1")
+        .fetch_all(db)
+        .await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -436,7 +504,12 @@ pub fn dwell_edges_us() -> Vec<f64> {
         .collect()
 }
 
-pub async fn relay_dwell(db: &SqlitePool, relay: &str, from: i64, to: i64) -> Result<RelayDwell, sqlx::Error> {
+pub async fn relay_dwell(
+    db: &SqlitePool,
+    relay: &str,
+    from: i64,
+    to: i64,
+) -> Result<RelayDwell, sqlx::Error> {
     let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
         "SELECT d.flow_id, d.dwell_ns, d.in_tuple, d.out_tuple FROM dwells d
          WHERE d.relay_host = ? AND d.ts_ns >= ? AND d.ts_ns < ?",
@@ -455,7 +528,9 @@ pub async fn relay_dwell(db: &SqlitePool, relay: &str, from: i64, to: i64) -> Re
     let mut dirs: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
     let mut flows = Vec::new();
     for (id, (dwells, in_tuple, out_tuple)) in by_flow {
-        let Some(f) = flow(db, id).await? else { continue };
+        let Some(f) = flow(db, id).await? else {
+            continue;
+        };
         flows.push(RelayFlow {
             flow_id: id,
             label: f.label(),
@@ -465,7 +540,9 @@ pub async fn relay_dwell(db: &SqlitePool, relay: &str, from: i64, to: i64) -> Re
             out_tuple,
             packets: dwells.len() as i64,
         });
-        dirs.entry((f.tx_host, f.rx_host)).or_default().extend(dwells);
+        dirs.entry((f.tx_host, f.rx_host))
+            .or_default()
+            .extend(dwells);
     }
     let edges_us = dwell_edges_us();
     let directions = dirs
@@ -474,7 +551,10 @@ pub async fn relay_dwell(db: &SqlitePool, relay: &str, from: i64, to: i64) -> Re
             let mut counts = vec![0; edges_us.len()];
             for &d in &v {
                 let us = d as f64 / 1e3;
-                let i = edges_us.iter().position(|&e| us <= e).unwrap_or(edges_us.len() - 1);
+                let i = edges_us
+                    .iter()
+                    .position(|&e| us <= e)
+                    .unwrap_or(edges_us.len() - 1);
                 counts[i] += 1;
             }
             Some(DwellDirection {

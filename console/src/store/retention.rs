@@ -42,7 +42,11 @@ pub async fn prune(db: &SqlitePool, now_ns: i64, r: Retention) -> Result<u64, sq
     let mut tx = db.begin().await?;
     let mut n = 0;
     for (sql, before) in statements {
-        n += sqlx::query(sql).bind(before).execute(&mut *tx).await?.rows_affected();
+        n += sqlx::query(sql)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     }
     tx.commit().await?;
     Ok(n)

@@ -77,14 +77,18 @@ async fn recompute_one(db: &SqlitePool, flow: i64, minute: i64) -> Result<(), sq
 
     let mut tx = db.begin().await?;
     for table in ["rollups", "coverage"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE flow_id = ? AND minute_ns = ?"))
-            .bind(flow)
-            .bind(minute)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE flow_id = ? AND minute_ns = ?"
+        ))
+        .bind(flow)
+        .bind(minute)
+        .execute(&mut *tx)
+        .await?;
     }
     for (seg, (mut vals, err)) in Segment::ALL.into_iter().zip(values) {
-        let Some(s) = summarize(&mut vals) else { continue };
+        let Some(s) = summarize(&mut vals) else {
+            continue;
+        };
         sqlx::query(
             "INSERT INTO rollups (flow_id, minute_ns, segment, count, p50_ns, p90_ns, p99_ns,
                 max_ns, err_max_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -49,7 +49,10 @@ pub async fn create(db: &SqlitePool, name: &str) -> Result<String, TokenError> {
         .await;
     match r {
         Ok(_) => Ok(token),
-        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
             Err(TokenError::Exists(name.into()))
         }
         Err(e) => Err(e.into()),
