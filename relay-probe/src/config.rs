@@ -472,14 +472,21 @@ fn file_args(text: &str) -> Result<(Vec<OsString>, Vec<String>), (usize, String)
             continue;
         };
         let takes_value = arg.get_action().takes_values();
-        match (takes_value, value) {
-            (true, Some(v)) => args.push(format!("--{key}={v}").into()),
+        let flag = match (takes_value, value) {
+            (true, Some(v)) => format!("--{key}={v}"),
             (true, None) if arg.get_num_args().is_none_or(|n| n.min_values() > 0) => {
                 return Err((i + 1, format!("{key} needs a value")));
             }
             // A flag, or an option with an implied value (stale-nonce).
-            _ => args.push(format!("--{key}").into()),
+            _ => format!("--{key}"),
+        };
+        // Checked alone so a bad value is reported with its line number.
+        if let Err(e) = Cli::try_parse_from(["demarc-relay", flag.as_str()]) {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            return Err((i + 1, first.trim_start_matches("error: ").to_string()));
         }
+        args.push(flag.into());
     }
     Ok((args, unknown))
 }
@@ -583,7 +590,10 @@ mobility
     #[test]
     fn bad_lines_name_their_line() {
         let err = load("realm=x\nuser=a:b\nmin-port=banana\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("banana"), "{err}");
+        assert!(
+            err.to_string().contains(":3: invalid value 'banana'"),
+            "{err}"
+        );
         let err = load("realm=x\n--user=a:b\n", &[]).unwrap_err();
         assert!(err.to_string().contains(":2:"), "{err}");
         let err = load("realm\n", &[]).unwrap_err();

@@ -293,7 +293,7 @@ pub async fn start(
             shared.clone(),
             listener,
             transport,
-            tls.clone(),
+            tls.clone().filter(|_| transport == Transport::Tls),
             slots.clone(),
         ));
     }
