@@ -3,7 +3,7 @@
 //! Deterministic (fixed-seed jitter), so tests can assert exact outcomes.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use demarc_proto::ingest::{
     batch_id, Batch, ClockMode, ClockState, Health, HookStatus, PointCounters, ProbeInfo,
@@ -177,25 +177,40 @@ impl Scenario {
             self.relays.iter().rev().map(String::as_str).collect()
         };
         let hop = net_ms * MS / (relays.len() + 1) as f64;
-        let mut add = |host: &'h str, point: Point, ts: f64| {
+        // The hosts in path order; each hop's 5-tuple is (host i → host i+1),
+        // from the relay's relayed port when it leaves a relay.
+        let hops: Vec<&str> = std::iter::once(src)
+            .chain(relays.iter().copied())
+            .chain([dst])
+            .collect();
+        let tuple = |i: usize| {
+            let sport = if i == 0 { 40000 } else { 49152 + i as u16 };
+            let dport = if i + 2 == hops.len() { 40000 } else { 3478 };
+            (
+                SocketAddr::new(addr(hops[i]), sport),
+                SocketAddr::new(addr(hops[i + 1]), dport),
+            )
+        };
+        let mut add = |host: &'h str, point: Point, ts: f64, hop: usize| {
             recs.entry(host)
                 .or_default()
-                .push(record(p, point, ts as u64, host));
+                .push(record(p, point, ts as u64, tuple(hop)));
         };
-        add(src, Point::AppSend, t);
+        add(src, Point::AppSend, t, 0);
         let mut now = t + 40e3 + rng.jitter(10e3);
-        add(src, Point::TxWire, now);
-        for r in relays {
+        add(src, Point::TxWire, now, 0);
+        for (i, r) in relays.iter().enumerate() {
             now += hop + rng.jitter(0.05 * MS);
-            add(r, Point::RelayIn, now);
+            add(r, Point::RelayIn, now, i);
             now += 60e3 + rng.jitter(20e3);
-            add(r, Point::RelayOut, now);
+            add(r, Point::RelayOut, now, i + 1);
         }
         now += hop + rng.jitter(0.05 * MS);
         let rx = now;
-        add(dst, Point::RxWire, now);
+        let last = hops.len() - 2;
+        add(dst, Point::RxWire, now, last);
         if !drop_recv {
-            add(dst, Point::AppRecv, now + 150e3 + rng.jitter(50e3));
+            add(dst, Point::AppRecv, now + 150e3 + rng.jitter(50e3), last);
         }
         rx
     }
@@ -307,15 +322,16 @@ fn stun_pkt(ty: u16, txid: [u8; 12]) -> Pkt {
     }
 }
 
+/// a is 10.0.0.2, b 10.0.2.2, relays 10.0.1.x.
 fn addr(host: &str) -> IpAddr {
     match host {
         "a" => [10, 0, 0, 2].into(),
         "b" => [10, 0, 2, 2].into(),
-        _ => [10, 0, 1, 1].into(),
+        relay => [10, 0, 1, 1 + relay.bytes().fold(0u8, |h, b| h.wrapping_add(b)) % 200].into(),
     }
 }
 
-fn record(p: &Pkt, point: Point, ts_ns: u64, host: &str) -> Record {
+fn record(p: &Pkt, point: Point, ts_ns: u64, (src, dst): (SocketAddr, SocketAddr)) -> Record {
     let wire = matches!(
         point,
         Point::TxWire | Point::RxWire | Point::RelayIn | Point::RelayOut
@@ -334,10 +350,10 @@ fn record(p: &Pkt, point: Point, ts_ns: u64, host: &str) -> Record {
         stun_type: p.stun.map(|s| s.0),
         stun_txid: p.stun.map(|s| s.1),
         family: 4,
-        src_ip: addr(host),
-        src_port: 40000,
-        dst_ip: [10, 0, 1, 1].into(),
-        dst_port: 3478,
+        src_ip: src.ip(),
+        src_port: src.port(),
+        dst_ip: dst.ip(),
+        dst_port: dst.port(),
         ifindex: if wire { 2 } else { 0 },
         netns: 4026531840,
         tgid: if wire { 0 } else { 1234 },

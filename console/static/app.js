@@ -212,6 +212,7 @@ function drawDwell(el, d) {
     const bins = dir.counts.slice(first, last + 1), edges = dir.edges_us.slice(first, last + 1);
     const W = Math.max(400, el.clientWidth - 8), H = 150, left = 10, bottom = 34;
     const bw = (W - left * 2) / bins.length, max = Math.max(...bins);
+    const labelEvery = Math.ceil(60 / bw);
     const s = svg("svg", { class: "bars", width: W, height: H + 20, viewBox: `0 0 ${W} ${H + 20}` });
     s.append(svg("text", { x: left, y: 14 }, `${dir.tx_host} → ${dir.rx_host}: p50 ${(dir.summary.p50_ns / 1e3).toFixed(1)} µs, p99 ${(dir.summary.p99_ns / 1e3).toFixed(1)} µs, ${dir.summary.count} packets`));
     bins.forEach((c, i) => {
@@ -219,7 +220,7 @@ function drawDwell(el, d) {
       const r = svg("rect", { x: left + i * bw + 1, y: 20 + H - bottom - h, width: bw - 2, height: Math.max(c > 0 ? 1 : 0, h), fill: PALETTE[k % PALETTE.length] });
       r.append(svg("title", {}, `≤ ${edges[i]} µs: ${c}`));
       s.append(r);
-      s.append(svg("text", { x: left + i * bw + bw / 2, y: 20 + H - bottom + 14, "text-anchor": "middle" }, "≤" + edges[i] + "µs"));
+      if (i % labelEvery === 0) s.append(svg("text", { x: left + i * bw + bw / 2, y: 20 + H - bottom + 14, "text-anchor": "middle" }, "≤" + edges[i] + " µs"));
     });
     el.append(s);
   });

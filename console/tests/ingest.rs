@@ -12,8 +12,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
 fn error_of(body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
-    v["error"].as_str().unwrap_or_else(|| panic!("no error field: {body}")).to_owned()
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {body}"))
+        .to_owned()
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -30,10 +34,21 @@ async fn a_batch_is_accepted_once_and_a_retry_is_a_duplicate(pool: SqlitePool) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body, r#"{"accepted":0,"duplicate":true}"#);
     assert_eq!(h.count("batches").await, 1);
-    let records: i64 = sqlx::query_scalar("SELECT records FROM probes").fetch_one(h.db()).await.unwrap();
-    assert_eq!(records, b.records.len() as i64, "a retry is not counted twice");
+    let records: i64 = sqlx::query_scalar("SELECT records FROM probes")
+        .fetch_one(h.db())
+        .await
+        .unwrap();
+    assert_eq!(
+        records,
+        b.records.len() as i64,
+        "a retry is not counted twice"
+    );
     let (j, _) = h.state.join_stats();
-    assert_eq!(j.records, b.records.len() as u64, "a retry is not joined twice");
+    assert_eq!(
+        j.records,
+        b.records.len() as u64,
+        "a retry is not joined twice"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -41,9 +56,15 @@ async fn missing_unknown_and_revoked_tokens_are_401(pool: SqlitePool) {
     let h = Harness::new(pool).await;
     let body = serde_json::to_vec(&recent(1).batches(1000)[0]).unwrap();
     let (s, _, b) = h.post_raw(None, body.clone()).await;
-    assert_eq!((s, error_of(&b).as_str()), (StatusCode::UNAUTHORIZED, "missing bearer token"));
+    assert_eq!(
+        (s, error_of(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "missing bearer token")
+    );
     let (s, _, b) = h.post_raw(Some("dmc_nope"), body.clone()).await;
-    assert_eq!((s, error_of(&b).as_str()), (StatusCode::UNAUTHORIZED, "unknown or revoked token"));
+    assert_eq!(
+        (s, error_of(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "unknown or revoked token")
+    );
 
     tokens::revoke(h.db(), "test-probes").await.unwrap();
     let (s, _, _) = h.post_raw(Some(&h.token), body).await;
@@ -55,13 +76,22 @@ async fn missing_unknown_and_revoked_tokens_are_401(pool: SqlitePool) {
 async fn tokens_are_stored_hashed_and_names_are_unique(pool: SqlitePool) {
     let t = tokens::create(&pool, "host-a").await.unwrap();
     assert!(t.starts_with("dmc_") && t.len() == 68);
-    let stored: String = sqlx::query_scalar("SELECT hash FROM tokens").fetch_one(&pool).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT hash FROM tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(!stored.contains(&t[4..]));
     assert!(tokens::verify(&pool, &t).await.unwrap().is_some());
-    assert!(matches!(tokens::create(&pool, "host-a").await, Err(tokens::TokenError::Exists(_))));
+    assert!(matches!(
+        tokens::create(&pool, "host-a").await,
+        Err(tokens::TokenError::Exists(_))
+    ));
     tokens::revoke(&pool, "host-a").await.unwrap();
     assert!(tokens::verify(&pool, &t).await.unwrap().is_none());
-    assert!(matches!(tokens::revoke(&pool, "host-a").await, Err(tokens::TokenError::NotFound(_))));
+    assert!(matches!(
+        tokens::revoke(&pool, "host-a").await,
+        Err(tokens::TokenError::NotFound(_))
+    ));
     assert_eq!(tokens::list(&pool).await.unwrap().len(), 1);
 }
 
@@ -69,12 +99,16 @@ async fn tokens_are_stored_hashed_and_names_are_unique(pool: SqlitePool) {
 async fn malformed_json_and_wrong_version_are_400(pool: SqlitePool) {
     let h = Harness::new(pool).await;
     let token = h.token.clone();
-    let (s, _, b) = h.post_raw(Some(&token), "{\"version\": 1, \"batch_id\": ").await;
+    let (s, _, b) = h
+        .post_raw(Some(&token), "{\"version\": 1, \"batch_id\": ")
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_of(&b).starts_with("malformed batch"), "{b}");
 
     // A future probe's batch that does not even parse as version 1.
-    let (s, _, b) = h.post_raw(Some(&token), r#"{"version": 2, "records": "elsewhere"}"#).await;
+    let (s, _, b) = h
+        .post_raw(Some(&token), r#"{"version": 2, "records": "elsewhere"}"#)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_of(&b).contains("unsupported API version 2"), "{b}");
 
@@ -105,7 +139,9 @@ async fn oversized_bodies_and_batches_are_413(pool: SqlitePool) {
 
     // Without a Content-Length (streamed), the limit still holds.
     let chunks = streamed_chunks(70 * 1024);
-    let (s, _, _) = h.post_raw(Some(&token), axum::body::Body::from_stream(chunks)).await;
+    let (s, _, _) = h
+        .post_raw(Some(&token), axum::body::Body::from_stream(chunks))
+        .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -143,13 +179,24 @@ async fn timestamps_far_from_now_are_422_and_nothing_is_written(pool: SqlitePool
 /// A second connection holds the write lock: ingest answers 503 with
 /// Retry-After instead of waiting forever, and writes nothing.
 #[sqlx::test(migrations = "../migrations")]
-async fn a_locked_database_is_503_with_retry_after(pool_opts: SqlitePoolOptions, opts: SqliteConnectOptions) {
-    let pool = pool_opts.connect_with(opts.busy_timeout(Duration::from_millis(100))).await.unwrap();
+async fn a_locked_database_is_503_with_retry_after(
+    pool_opts: SqlitePoolOptions,
+    opts: SqliteConnectOptions,
+) {
+    let pool = pool_opts
+        .connect_with(opts.busy_timeout(Duration::from_millis(100)))
+        .await
+        .unwrap();
     let h = Harness::new(pool.clone()).await;
     let mut locker = pool.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *locker).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
     let b = &recent(1).batches(1000)[0];
-    let (s, _, body) = h.post_raw(Some(&h.token.clone()), serde_json::to_vec(b).unwrap()).await;
+    let (s, _, body) = h
+        .post_raw(Some(&h.token.clone()), serde_json::to_vec(b).unwrap())
+        .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(error_of(&body), "database busy, retry later");
     sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
@@ -160,24 +207,41 @@ async fn a_locked_database_is_503_with_retry_after(pool_opts: SqlitePoolOptions,
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_full_database_is_503_with_a_long_retry_after(pool_opts: SqlitePoolOptions, opts: SqliteConnectOptions) {
+async fn a_full_database_is_503_with_a_long_retry_after(
+    pool_opts: SqlitePoolOptions,
+    opts: SqliteConnectOptions,
+) {
     // max_page_count cannot go below the current size: "1" freezes the file as it is.
-    let pool = pool_opts.connect_with(opts.pragma("max_page_count", "1")).await.unwrap();
+    let pool = pool_opts
+        .connect_with(opts.pragma("max_page_count", "1"))
+        .await
+        .unwrap();
     let h = Harness::new(pool).await;
     let mut b = recent(1).batches(1000)[0].clone();
     // Health large enough to need new pages.
-    b.health.fallbacks = (0..400).map(|i| format!("fallback {i}: {}", "x".repeat(100))).collect();
-    let (s, headers, body) = h.post_raw(Some(&h.token.clone()), serde_json::to_vec(&b).unwrap()).await;
+    b.health.fallbacks = (0..400)
+        .map(|i| format!("fallback {i}: {}", "x".repeat(100)))
+        .collect();
+    let (s, headers, body) = h
+        .post_raw(Some(&h.token.clone()), serde_json::to_vec(&b).unwrap())
+        .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(error_of(&body), "database full, retry later");
     assert_eq!(headers["retry-after"], "60");
-    assert_eq!(h.count("batches").await, 0, "the batch id is rolled back with the rest");
+    assert_eq!(
+        h.count("batches").await,
+        0,
+        "the batch id is rolled back with the rest"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn internal_errors_keep_database_details_out_of_the_answer(pool: SqlitePool) {
     let h = Harness::new(pool).await;
-    sqlx::query("DROP TABLE clock_history").execute(h.db()).await.unwrap();
+    sqlx::query("DROP TABLE clock_history")
+        .execute(h.db())
+        .await
+        .unwrap();
     let (s, body) = h.post(&recent(1).batches(1000)[0]).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(error_of(&body), "internal error");
@@ -185,7 +249,8 @@ async fn internal_errors_keep_database_details_out_of_the_answer(pool: SqlitePoo
 }
 
 fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("demarc-console-test-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("demarc-console-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("console.db")
@@ -197,7 +262,10 @@ async fn a_corrupted_database_file_is_a_clear_error() {
     std::fs::write(&path, vec![0x42; 8192]).unwrap();
     let e = store::open(&path).await.unwrap_err();
     assert!(matches!(e, store::OpenError::NotADatabase { .. }), "{e:?}");
-    assert!(e.to_string().contains("is not a demarc-console database"), "{e}");
+    assert!(
+        e.to_string().contains("is not a demarc-console database"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -213,7 +281,16 @@ async fn a_newer_schema_is_a_clear_error() {
     .unwrap();
     pool.close().await;
     let e = store::open(&path).await.unwrap_err();
-    assert!(matches!(e, store::OpenError::NewerSchema { found: 99990101000000, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            store::OpenError::NewerSchema {
+                found: 99990101000000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("use a newer demarc-console"), "{e}");
     // First start on an empty path creates and migrates the database.
     let fresh = temp_db("fresh");

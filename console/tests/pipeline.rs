@@ -41,12 +41,23 @@ async fn a_relayed_call_is_joined_split_and_rolled_up(pool: SqlitePool) {
     assert_eq!(h.count("rtts").await, 20);
     assert_eq!(h.count("dwells").await, h.count("packets").await);
     let (j, pending) = h.state.join_stats();
-    assert_eq!((j.late, j.duplicates, j.evicted, j.incomplete, pending), (0, 0, 0, 0, 0));
+    assert_eq!(
+        (j.late, j.duplicates, j.evicted, j.incomplete, pending),
+        (0, 0, 0, 0, 0)
+    );
 
     let ab = rtp_flow(&h, "a", "b").await;
     let now = h.get_json(&format!("/api/v1/overview")).await;
-    let flows: Vec<&Value> = now["calls"][0]["flows"].as_array().unwrap().iter().collect();
-    assert_eq!(now["calls"].as_array().unwrap().len(), 1, "both directions are one call");
+    let flows: Vec<&Value> = now["calls"][0]["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(
+        now["calls"].as_array().unwrap().len(),
+        1,
+        "both directions are one call"
+    );
     let fab = flows.iter().find(|x| x["flow"]["id"] == ab).unwrap();
     // 20 ms network + 40 µs TX host + 60 µs dwell + 150 µs RX host, jitter ±.
     let p50 = f(&fab["app"]["p50_ns"]) / MS;
@@ -56,37 +67,95 @@ async fn a_relayed_call_is_joined_split_and_rolled_up(pool: SqlitePool) {
     assert_eq!(fab["app_err_ns"], 32_000, "maxerror of both ends");
 
     let series = h.get_json(&format!("/api/v1/flows/{ab}/series")).await;
-    let up: Vec<f64> = series["segments"]["net_up"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
+    let up: Vec<f64> = series["segments"]["net_up"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
     assert!(up.len() >= 19, "{}", up.len());
     assert!(up.iter().all(|v| (9.8 * MS..10.2 * MS).contains(v)));
 
     let cov = h.get_json(&format!("/api/v1/flows/{ab}/coverage")).await;
     assert_eq!(cov["packets"], 1000);
-    let pts: Vec<String> = cov["points"].as_array().unwrap().iter().map(|p| format!("{}@{}", p["point"].as_str().unwrap(), p["host"].as_str().unwrap())).collect();
-    assert_eq!(pts, ["app_send@a", "tx_wire@a", "relay_in@relay", "relay_out@relay", "rx_wire@b", "app_recv@b"]);
+    let pts: Vec<String> = cov["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{}",
+                p["point"].as_str().unwrap(),
+                p["host"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        pts,
+        [
+            "app_send@a",
+            "tx_wire@a",
+            "relay_in@relay",
+            "relay_out@relay",
+            "rx_wire@b",
+            "app_recv@b"
+        ]
+    );
 
     let rollups = h.get_json(&format!("/api/v1/flows/{ab}/rollups")).await;
-    let app_rows: Vec<&Value> = rollups.as_array().unwrap().iter().filter(|r| r["segment"] == "app").collect();
-    assert_eq!(app_rows.iter().map(|r| r["count"].as_i64().unwrap()).sum::<i64>(), 1000);
-    assert!(app_rows.iter().all(|r| f(&r["p50_ns"]) <= f(&r["p90_ns"]) && f(&r["p90_ns"]) <= f(&r["p99_ns"]) && f(&r["p99_ns"]) <= f(&r["max_ns"])));
+    let app_rows: Vec<&Value> = rollups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["segment"] == "app")
+        .collect();
+    assert_eq!(
+        app_rows
+            .iter()
+            .map(|r| r["count"].as_i64().unwrap())
+            .sum::<i64>(),
+        1000
+    );
+    assert!(app_rows.iter().all(|r| f(&r["p50_ns"]) <= f(&r["p90_ns"])
+        && f(&r["p90_ns"]) <= f(&r["p99_ns"])
+        && f(&r["p99_ns"]) <= f(&r["max_ns"])));
 
-    let waterfall = h.get_json(&format!("/api/v1/flows/{ab}/packets?n=10")).await;
+    let waterfall = h
+        .get_json(&format!("/api/v1/flows/{ab}/packets?n=10"))
+        .await;
     assert_eq!(waterfall.as_array().unwrap().len(), 10);
     assert_eq!(waterfall[0]["path"].as_array().unwrap().len(), 6);
 
     // Direction comparison: one-way delays and RTT/2 from the ICE round trips.
     let d = h.get_json("/api/v1/pairs/a/b/direction").await;
     let med = |k: &str| {
-        let mut v: Vec<f64> = d[k].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
+        let mut v: Vec<f64> = d[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2] / MS
     };
     assert!((med("ab") - 20.1).abs() < 0.1, "{}", med("ab"));
     assert!((med("ba") - 26.1).abs() < 0.1, "{}", med("ba"));
     // ICE RTT = both networks + both dwells + b's 0.2 ms answer, all halved.
-    assert!((med("rtt_half_ice") - 23.25).abs() < 0.15, "{}", med("rtt_half_ice"));
-    assert!((med("ab_error_ice") - 3.1).abs() < 0.15, "{}", med("ab_error_ice"));
-    assert!((med("ba_error_ice") + 2.9).abs() < 0.15, "{}", med("ba_error_ice"));
+    assert!(
+        (med("rtt_half_ice") - 23.25).abs() < 0.15,
+        "{}",
+        med("rtt_half_ice")
+    );
+    assert!(
+        (med("ab_error_ice") - 3.1).abs() < 0.15,
+        "{}",
+        med("ab_error_ice")
+    );
+    assert!(
+        (med("ba_error_ice") + 2.9).abs() < 0.15,
+        "{}",
+        med("ba_error_ice")
+    );
 
     let relay = h.get_json("/api/v1/relays/relay/dwell").await;
     assert_eq!(relay["directions"].as_array().unwrap().len(), 2);
@@ -102,27 +171,44 @@ async fn no_relay_and_two_relays_go_through_the_same_pipeline(pool: SqlitePool) 
     direct.relays.clear();
     h.ingest_all(&direct.batches(1000)).await;
     let ab = rtp_flow(&h, "a", "b").await;
-    let via: String = sqlx::query_scalar("SELECT relays FROM flows WHERE id = ?").bind(ab).fetch_one(h.db()).await.unwrap();
+    let via: String = sqlx::query_scalar("SELECT relays FROM flows WHERE id = ?")
+        .bind(ab)
+        .fetch_one(h.db())
+        .await
+        .unwrap();
     assert_eq!(via, "");
     assert_eq!(h.count("dwells").await, 0);
 
     let mut two = recent(3);
     two.relays = vec!["turn-a".into(), "turn-b".into()];
     // Different probe ids per scenario are not needed: batch ids differ by content below.
-    sqlx::query("DELETE FROM batches").execute(h.db()).await.unwrap();
+    sqlx::query("DELETE FROM batches")
+        .execute(h.db())
+        .await
+        .unwrap();
     h.ingest_all(&two.batches(1000)).await;
-    let relays: Vec<String> = sqlx::query_scalar("SELECT relays FROM flows WHERE relays <> '' AND class = 'rtp' ORDER BY tx_host")
-        .fetch_all(h.db())
-        .await
-        .unwrap();
+    let relays: Vec<String> = sqlx::query_scalar(
+        "SELECT relays FROM flows WHERE relays <> '' AND class = 'rtp' ORDER BY tx_host",
+    )
+    .fetch_all(h.db())
+    .await
+    .unwrap();
     assert_eq!(relays, ["turn-a,turn-b", "turn-b,turn-a"]);
-    let mid: Option<i64> = sqlx::query_scalar("SELECT MIN(relay_relay_ns) FROM packets WHERE relay_relay_ns IS NOT NULL")
-        .fetch_one(h.db())
-        .await
-        .unwrap();
+    let mid: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(relay_relay_ns) FROM packets WHERE relay_relay_ns IS NOT NULL",
+    )
+    .fetch_one(h.db())
+    .await
+    .unwrap();
     // 20 ms over three hops: about 6.7 ms between the relays.
     assert!((6.4e6..7.0e6).contains(&(mid.unwrap() as f64)), "{mid:?}");
-    assert_eq!(h.get_json("/api/v1/relays/turn-b/dwell").await["directions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        h.get_json("/api/v1/relays/turn-b/dwell").await["directions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -133,15 +219,26 @@ async fn missing_points_show_as_coverage_not_silence(pool: SqlitePool) {
     h.ingest_all(&s.batches(1000)).await;
     let ab = rtp_flow(&h, "a", "b").await;
     let cov = h.get_json(&format!("/api/v1/flows/{ab}/coverage")).await;
-    let recv = cov["points"].as_array().unwrap().iter().find(|p| p["point"] == "app_recv").unwrap();
-    assert_eq!((cov["packets"].as_i64(), recv["packets"].as_i64()), (Some(200), Some(180)));
+    let recv = cov["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["point"] == "app_recv")
+        .unwrap();
+    assert_eq!(
+        (cov["packets"].as_i64(), recv["packets"].as_i64()),
+        (Some(200), Some(180))
+    );
     assert_eq!(h.state.join_stats().0.incomplete, 20);
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn late_records_are_counted_and_shown_in_metrics(pool: SqlitePool) {
     let cfg = Config {
-        join: JoinConfig { window_ms: 1, max_pending: 1_000 },
+        join: JoinConfig {
+            window_ms: 1,
+            max_pending: 1_000,
+        },
         ..Config::default()
     };
     let h = Harness::with(pool, cfg).await;
@@ -162,7 +259,10 @@ async fn late_records_are_counted_and_shown_in_metrics(pool: SqlitePool) {
     // record of b and the relay is late.
     assert_eq!(j.late as usize, late);
     let (_, metrics) = h.get("/metrics").await;
-    assert!(metrics.contains(&format!("demarc_join_late_records_total {}", j.late)), "{metrics}");
+    assert!(
+        metrics.contains(&format!("demarc_join_late_records_total {}", j.late)),
+        "{metrics}"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -174,17 +274,23 @@ async fn retention_removes_old_rows_and_keeps_rollups_longer(pool: SqlitePool) {
     let now = store::now_ns();
     const H: i64 = 3_600_000_000_000;
     // Nothing is old yet.
-    store::retention::prune(&pool, now, Retention::default()).await.unwrap();
+    store::retention::prune(&pool, now, Retention::default())
+        .await
+        .unwrap();
     assert_eq!(h.count("rollups").await, rollups);
     // Two days later: raw rows are gone, rollups stay.
-    store::retention::prune(&pool, now + 48 * H, Retention::default()).await.unwrap();
+    store::retention::prune(&pool, now + 48 * H, Retention::default())
+        .await
+        .unwrap();
     for t in ["packets", "dwells", "rtts", "batches"] {
         assert_eq!(h.count(t).await, 0, "{t}");
     }
     assert_eq!(h.count("rollups").await, rollups);
     assert_eq!(h.count("flows").await, 4);
     // Past the rollup retention, everything about the call is gone.
-    store::retention::prune(&pool, now + 31 * 24 * H, Retention::default()).await.unwrap();
+    store::retention::prune(&pool, now + 31 * 24 * H, Retention::default())
+        .await
+        .unwrap();
     for t in ["rollups", "coverage", "flows", "clock_history"] {
         assert_eq!(h.count(t).await, 0, "{t}");
     }
@@ -199,7 +305,10 @@ async fn a_late_packet_recomputes_its_minute_exactly(pool: SqlitePool) {
     for part in [first, second] {
         for b in part {
             let host = std::sync::Arc::from(b.probe.name.as_str());
-            let clock = demarc_console::join::ClockBound { maxerror_ns: 0, synced: true };
+            let clock = demarc_console::join::ClockBound {
+                maxerror_ns: 0,
+                synced: true,
+            };
             for r in &b.records {
                 j.push(0, Obs::from_record(r, &host, clock));
             }
@@ -208,9 +317,20 @@ async fn a_late_packet_recomputes_its_minute_exactly(pool: SqlitePool) {
         let dirty = store::packets::write(&pool, &closed).await.unwrap();
         store::rollup::recompute(&pool, &dirty).await.unwrap();
     }
-    let packets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packets").fetch_one(&pool).await.unwrap();
-    let counted: i64 = sqlx::query_scalar("SELECT SUM(count) FROM rollups WHERE segment = 'tx_host'").fetch_one(&pool).await.unwrap();
-    let with_tx: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packets WHERE tx_host_ns IS NOT NULL").fetch_one(&pool).await.unwrap();
+    let packets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT SUM(count) FROM rollups WHERE segment = 'tx_host'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let with_tx: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM packets WHERE tx_host_ns IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(packets > 0);
     assert_eq!(counted, with_tx);
 }
@@ -231,15 +351,27 @@ async fn every_page_renders_and_unknown_things_are_404(pool: SqlitePool) {
         assert_eq!(s, StatusCode::OK, "{path}");
         assert!(body.contains(needle), "{path}: no {needle:?} in {body}");
     }
-    for path in ["/flows/999", "/pairs/a/zz", "/relays/nope", "/api/v1/flows/999/series", "/static/nope.js"] {
+    for path in [
+        "/flows/999",
+        "/pairs/a/zz",
+        "/relays/nope",
+        "/api/v1/flows/999/series",
+        "/static/nope.js",
+    ] {
         assert_eq!(h.get(path).await.0, StatusCode::NOT_FOUND, "{path}");
     }
     let (s, js) = h.get("/static/app.js").await;
     assert_eq!(s, StatusCode::OK);
     assert!(js.contains("data-drawn") || js.contains("dataset.drawn"));
     let (_, metrics) = h.get("/metrics").await;
-    assert!(metrics.contains("demarc_segment_seconds{flow=\""), "{metrics}");
-    assert!(metrics.contains("segment=\"app\",quantile=\"0.99\"}"), "{metrics}");
+    assert!(
+        metrics.contains("demarc_segment_seconds{flow=\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("segment=\"app\",quantile=\"0.99\"}"),
+        "{metrics}"
+    );
     assert_eq!(h.get("/healthz").await, (StatusCode::OK, "ok\n".to_owned()));
 }
 
@@ -259,12 +391,27 @@ async fn the_ui_can_require_basic_auth_or_a_token(pool: SqlitePool) {
     };
     let (s, headers, _) = h.request(get(None)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(headers[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Basic"));
+    assert!(headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
     // "ops:s3cret" and a wrong password.
-    assert_eq!(h.request(get(Some("Basic b3BzOnMzY3JldA=="))).await.0, StatusCode::OK);
-    assert_eq!(h.request(get(Some("Basic b3BzOndyb25n"))).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(h.request(get(Some("Bearer ui-token"))).await.0, StatusCode::OK);
-    assert_eq!(h.request(get(Some("Bearer nope"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.request(get(Some("Basic b3BzOnMzY3JldA=="))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.request(get(Some("Basic b3BzOndyb25n"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.request(get(Some("Bearer ui-token"))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.request(get(Some("Bearer nope"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     for path in ["/", "/metrics", "/probes"] {
         assert_eq!(h.get(path).await.0, StatusCode::UNAUTHORIZED, "{path}");
     }

@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::range::{Range, RangeQuery};
+use super::range::{Extent, Range, RangeQuery};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::query::{self, Flow, FlowNow};
@@ -16,11 +16,13 @@ const RECENT_NS: i64 = 3_600_000_000_000;
 
 pub type ApiResult<T> = Result<Json<T>, AppError>;
 
-/// The newest packet time over all flows.
-pub async fn newest(st: &AppState) -> Result<Option<i64>, AppError> {
-    Ok(sqlx::query_scalar("SELECT MAX(last_ns) FROM flows")
-        .fetch_one(&st.db)
-        .await?)
+/// Oldest and newest packet time over all flows.
+pub async fn extent(st: &AppState) -> Result<Extent, AppError> {
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT MIN(first_ns), MAX(last_ns) FROM flows")
+            .fetch_one(&st.db)
+            .await?;
+    Ok(lo.zip(hi))
 }
 
 pub async fn flow_or_404(st: &AppState, id: i64) -> Result<Flow, AppError> {
@@ -43,7 +45,7 @@ pub struct Overview {
 
 /// Calls (host pairs, both directions together) and each flow's last minute.
 pub async fn overview_data(st: &AppState) -> Result<Overview, AppError> {
-    let to = newest(st).await?.unwrap_or_else(crate::store::now_ns) + 1;
+    let to = extent(st).await?.map_or_else(crate::store::now_ns, |e| e.1) + 1;
     let from = to - NOW_SPAN_NS;
     let mut calls: Vec<Call> = Vec::new();
     for f in query::flows_since(&st.db, to - RECENT_NS).await? {
@@ -84,7 +86,7 @@ pub async fn overview_series(
     State(st): State<AppState>,
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<OverviewSeries> {
-    let r = q.resolve(newest(&st).await?);
+    let r = q.resolve(extent(&st).await?);
     let mut out = OverviewSeries {
         t_ns: Vec::new(),
         flows: Vec::new(),
@@ -108,7 +110,7 @@ pub async fn flows(State(st): State<AppState>) -> ApiResult<Vec<Flow>> {
 
 async fn flow_range(st: &AppState, id: i64, q: &RangeQuery) -> Result<Range, AppError> {
     let f = flow_or_404(st, id).await?;
-    Ok(q.resolve(Some(f.last_ns)))
+    Ok(q.resolve(Some((f.first_ns, f.last_ns))))
 }
 
 pub async fn flow_series(
@@ -159,15 +161,17 @@ pub async fn packets(
     ))
 }
 
-/// The newest packet time between two hosts, either way.
-pub async fn pair_newest(st: &AppState, a: &str, b: &str) -> Result<Option<i64>, AppError> {
-    Ok(sqlx::query_scalar(
-        "SELECT MAX(last_ns) FROM flows WHERE (tx_host = ?1 AND rx_host = ?2) OR (tx_host = ?2 AND rx_host = ?1)",
+/// Oldest and newest packet time between two hosts, either way.
+pub async fn pair_extent(st: &AppState, a: &str, b: &str) -> Result<(i64, i64), AppError> {
+    let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT MIN(first_ns), MAX(last_ns) FROM flows
+         WHERE (tx_host = ?1 AND rx_host = ?2) OR (tx_host = ?2 AND rx_host = ?1)",
     )
     .bind(a)
     .bind(b)
     .fetch_one(&st.db)
-    .await?)
+    .await?;
+    lo.zip(hi).ok_or(AppError::NotFound)
 }
 
 pub async fn direction(
@@ -175,24 +179,20 @@ pub async fn direction(
     Path((a, b)): Path<(String, String)>,
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<query::Direction> {
-    let r = q.resolve(
-        pair_newest(&st, &a, &b)
-            .await?
-            .ok_or(AppError::NotFound)?
-            .into(),
-    );
+    let r = q.resolve(Some(pair_extent(&st, &a, &b).await?));
     Ok(Json(
         query::direction(&st.db, &a, &b, r.from, r.to, r.step).await?,
     ))
 }
 
-pub async fn relay_newest(st: &AppState, host: &str) -> Result<Option<i64>, AppError> {
-    Ok(
-        sqlx::query_scalar("SELECT MAX(ts_ns) FROM dwells WHERE relay_host = ?")
+/// Oldest and newest dwell sample of a relay.
+pub async fn relay_extent(st: &AppState, host: &str) -> Result<(i64, i64), AppError> {
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT MIN(ts_ns), MAX(ts_ns) FROM dwells WHERE relay_host = ?")
             .bind(host)
             .fetch_one(&st.db)
-            .await?,
-    )
+            .await?;
+    lo.zip(hi).ok_or(AppError::NotFound)
 }
 
 pub async fn relay_dwell(
@@ -200,12 +200,7 @@ pub async fn relay_dwell(
     Path(host): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<query::RelayDwell> {
-    let r = q.resolve(
-        relay_newest(&st, &host)
-            .await?
-            .ok_or(AppError::NotFound)?
-            .into(),
-    );
+    let r = q.resolve(Some(relay_extent(&st, &host).await?));
     Ok(Json(query::relay_dwell(&st.db, &host, r.from, r.to).await?))
 }
 

@@ -109,7 +109,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     }
     let _ = writeln!(o, "# HELP demarc_join_pending_keys Keys waiting for more records.\n# TYPE demarc_join_pending_keys gauge\ndemarc_join_pending_keys {pending}");
 
-    let to = super::api::newest(&st).await?.unwrap_or(0) + 1;
+    let to = super::api::extent(&st).await?.map_or(0, |e| e.1) + 1;
     let flows = crate::store::query::flows_since(&st.db, to - 60_000_000_000).await?;
     let _ = writeln!(
         o,

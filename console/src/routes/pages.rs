@@ -272,7 +272,7 @@ struct FlowPage {
 
 pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>) -> Page {
     let flow = api::flow_or_404(&st, id).await?;
-    let r = RangeQuery::default().resolve(Some(flow.last_ns));
+    let r = RangeQuery::default().resolve(Some((flow.first_ns, flow.last_ns)));
     let (sums, _, err) = query::segment_summaries(&st.db, id, r.from, r.to).await?;
     render(FlowPage {
         nav: nav(&st).await?,
@@ -305,20 +305,24 @@ struct PairPage {
     rtt_samples: i64,
 }
 
+/// "Now" on the direction page: the last minute of data.
+const NOW_NS: i64 = 60_000_000_000;
+
 fn median_of(v: &[Option<i64>]) -> Option<i64> {
     let mut x: Vec<i64> = v.iter().flatten().copied().collect();
     crate::store::rollup::summarize(&mut x).map(|s| s.p50_ns)
 }
 
 pub async fn pair(State(st): State<AppState>, Path((a, b)): Path<(String, String)>) -> Page {
-    let newest = api::pair_newest(&st, &a, &b)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let r = RangeQuery::default().resolve(Some(newest));
+    let extent = api::pair_extent(&st, &a, &b).await?;
+    let r = RangeQuery::default().resolve(Some(extent));
     let d = query::direction(&st.db, &a, &b, r.from, r.to, r.step).await?;
-    let (ab, ba) = (median_of(&d.ab), median_of(&d.ba));
-    let ice = median_of(&d.rtt_half_ice);
-    let half = ice.or(median_of(&d.rtt_half_sum));
+    // The verdict is about now: the last minute of data; the charts show history.
+    let k = d.t_ns.partition_point(|&t| t < r.to - NOW_NS);
+    let last = |v: &[Option<i64>]| median_of(&v[k..]);
+    let (ab, ba) = (last(&d.ab), last(&d.ba));
+    let ice = last(&d.rtt_half_ice);
+    let half = ice.or(last(&d.rtt_half_sum));
     let signed = |e: Option<i64>| {
         e.map_or_else(
             || "—".into(),
@@ -346,7 +350,7 @@ pub async fn pair(State(st): State<AppState>, Path((a, b)): Path<(String, String
         ab_err: bound(d.ab_err.iter().flatten().copied().max()),
         ba_err: bound(d.ba_err.iter().flatten().copied().max()),
         rtt_half_ice: opt_ms(ice),
-        rtt_half_sum: opt_ms(median_of(&d.rtt_half_sum)),
+        rtt_half_sum: opt_ms(last(&d.rtt_half_sum)),
         ab_error: signed(ice.zip(ab).map(|(h, x)| h - x)),
         ba_error: signed(ice.zip(ba).map(|(h, y)| h - y)),
         asymmetry,
@@ -368,10 +372,7 @@ struct RelayPage {
 }
 
 pub async fn relay(State(st): State<AppState>, Path(host): Path<String>) -> Page {
-    let newest = api::relay_newest(&st, &host)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let r = RangeQuery::default().resolve(Some(newest));
+    let r = RangeQuery::default().resolve(Some(api::relay_extent(&st, &host).await?));
     let dwell = query::relay_dwell(&st.db, &host, r.from, r.to).await?;
     let rows = dwell
         .directions

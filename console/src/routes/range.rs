@@ -1,13 +1,17 @@
-//! Time ranges of charts: `?from=&to=&step=` in UTC ns, with defaults anchored
-//! at the newest data so a finished test run stays readable.
+//! Time ranges of charts: `?from=&to=&step=` in UTC ns, with defaults that
+//! follow the data (its newest time, and not before its oldest) so a finished
+//! test run stays readable.
 
 use serde::Deserialize;
 
 const S: i64 = 1_000_000_000;
-/// Default span of a chart.
+/// Longest default span of a chart.
 pub const DEFAULT_SPAN_NS: i64 = 15 * 60 * S;
 /// Most buckets a series may have.
 const MAX_BUCKETS: i64 = 1_000;
+
+/// Oldest and newest data time of what a chart shows; `None`: nothing yet.
+pub type Extent = Option<(i64, i64)>;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RangeQuery {
@@ -24,12 +28,14 @@ pub struct Range {
 }
 
 impl RangeQuery {
-    /// `newest`: the newest data time of what is shown (`None`: nothing yet).
-    pub fn resolve(&self, newest: Option<i64>) -> Range {
-        let to = self
-            .to
-            .unwrap_or_else(|| (newest.unwrap_or_else(crate::store::now_ns) / S + 1) * S);
-        let from = self.from.unwrap_or(to - DEFAULT_SPAN_NS).min(to - 1);
+    pub fn resolve(&self, extent: Extent) -> Range {
+        let now = crate::store::now_ns();
+        let (oldest, newest) = extent.unwrap_or((now, now));
+        let to = self.to.unwrap_or((newest / S + 1) * S);
+        let from = self
+            .from
+            .unwrap_or((to - DEFAULT_SPAN_NS).max(oldest / S * S))
+            .min(to - 1);
         let floor = ((to - from) / MAX_BUCKETS).max(1_000_000);
         let step = self.step.unwrap_or(S).max(floor);
         Range { from, to, step }
@@ -41,29 +47,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_anchor_at_the_newest_data_and_bound_the_buckets() {
-        let r = RangeQuery::default().resolve(Some(100 * S + 5));
-        assert_eq!(
-            r,
-            Range {
-                from: 101 * S - DEFAULT_SPAN_NS,
-                to: 101 * S,
-                step: S
-            }
-        );
-        let r = RangeQuery {
-            from: Some(0),
-            to: Some(10_000 * S),
-            step: Some(1),
-        }
-        .resolve(None);
-        assert_eq!(r.step, 10 * S);
-        let r = RangeQuery {
-            from: Some(50),
-            to: Some(10),
-            step: None,
-        }
-        .resolve(None);
+    fn defaults_follow_the_data_and_bound_the_buckets() {
+        let r = RangeQuery::default().resolve(Some((0, 3_600 * S + 5)));
+        assert_eq!(r, Range { from: 3_601 * S - DEFAULT_SPAN_NS, to: 3_601 * S, step: S });
+        // A short run is shown whole, not as a sliver of 15 minutes.
+        let r = RangeQuery::default().resolve(Some((100 * S + 7, 340 * S)));
+        assert_eq!((r.from, r.to), (100 * S, 341 * S));
+        let q = RangeQuery { from: Some(0), to: Some(10_000 * S), step: Some(1) };
+        assert_eq!(q.resolve(None).step, 10 * S);
+        let q = RangeQuery { from: Some(50), to: Some(10), step: None };
+        let r = q.resolve(None);
         assert!(r.from < r.to);
     }
 }

@@ -497,10 +497,16 @@ pub struct RelayDwell {
     pub flows: Vec<RelayFlow>,
 }
 
-/// Upper edges of the dwell histogram, µs: 1-2-5 steps from 1 µs to 1 s.
+/// Upper edges of the dwell histogram, µs: 20 per decade from 1 µs to 1 s,
+/// fine enough to show a shape at tens of µs and wide enough for stalls.
 pub fn dwell_edges_us() -> Vec<f64> {
-    (0..7)
-        .flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d)))
+    (0..=120)
+        .map(|i| {
+            let e = 10f64.powf(f64::from(i) / 20.0);
+            // Two significant digits, so labels read "56" rather than "56.23".
+            let scale = 10f64.powi(e.log10().floor() as i32 - 1);
+            (e / scale).round() * scale
+        })
         .collect()
 }
 

@@ -41,8 +41,13 @@ impl Harness {
         (status, headers, String::from_utf8_lossy(&body).into_owned())
     }
 
-    pub async fn post_raw(&self, token: Option<&str>, body: impl Into<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
-        let mut req = Request::post("/api/v1/ingest").header(header::CONTENT_TYPE, "application/json");
+    pub async fn post_raw(
+        &self,
+        token: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let mut req =
+            Request::post("/api/v1/ingest").header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -50,7 +55,9 @@ impl Harness {
     }
 
     pub async fn post(&self, b: &Batch) -> (StatusCode, String) {
-        let (s, _, body) = self.post_raw(Some(&self.token.clone()), serde_json::to_vec(b).unwrap()).await;
+        let (s, _, body) = self
+            .post_raw(Some(&self.token.clone()), serde_json::to_vec(b).unwrap())
+            .await;
         (s, body)
     }
 
@@ -64,7 +71,9 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, String) {
-        let (s, _, body) = self.request(Request::get(path).body(Body::empty()).unwrap()).await;
+        let (s, _, body) = self
+            .request(Request::get(path).body(Body::empty()).unwrap())
+            .await;
         (s, body)
     }
 
@@ -84,5 +93,8 @@ impl Harness {
 
 /// A scenario that ended just now (timestamps pass the 1 h check).
 pub fn recent(seconds: u32) -> Scenario {
-    Scenario::new(now_ns() as u64 - u64::from(seconds + 5) * 1_000_000_000, seconds)
+    Scenario::new(
+        now_ns() as u64 - u64::from(seconds + 5) * 1_000_000_000,
+        seconds,
+    )
 }
