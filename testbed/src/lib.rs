@@ -1,0 +1,13 @@
+//! demarc's lab: network namespaces `a — wan-a — relay — wan-b — b` joined by
+//! veth pairs ([`topology`]), and a userspace delay line on a TUN per
+//! direction in each wan namespace ([`delayline`]) whose per-packet log is
+//! the ground truth for the network segments. `docs/testbed.md` describes
+//! both.
+
+pub mod delayline;
+mod error;
+pub mod topology;
+
+pub use delayline::{Config, DelayLine, Schedule, Schedules};
+pub use error::{Error, Result};
+pub use topology::{Host, Leg, Topology};

@@ -1,0 +1,42 @@
+//! Running iproute2's `ip`, so that a failure names the exact command and
+//! what `ip` said about it.
+
+use std::io::ErrorKind;
+use std::process::Command;
+
+use crate::{Error, Result};
+
+/// Runs `ip -n NETNS ARGS…` (`ip ARGS…` without a namespace); `args` is split
+/// on whitespace, which is safe because every name the testbed passes is
+/// checked to hold none.
+pub fn ip(netns: Option<&str>, args: &str) -> Result<()> {
+    let mut argv: Vec<&str> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["-n", ns]);
+    }
+    argv.extend(args.split_whitespace());
+    let cmd = format!("ip {}", argv.join(" "));
+    tracing::debug!("{cmd}");
+    let out = Command::new("ip").args(&argv).output().map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            missing_ip()
+        } else {
+            Error::io(format!("running `{cmd}`"))(e)
+        }
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Command {
+            cmd,
+            stderr: stderr.trim().replace('\n', "; "),
+        });
+    }
+    Ok(())
+}
+
+fn missing_ip() -> Error {
+    Error::MissingTool {
+        tool: "ip",
+        hint: "install iproute2 (scripts/setup.sh does)",
+    }
+}
