@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod config;
 pub mod framing;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod listeners;
 pub mod metrics;
 pub mod observe;

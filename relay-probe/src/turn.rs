@@ -1047,52 +1047,11 @@ fn bad_request_to_garbage(data: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::auth::rest_password;
+    use crate::fuzz::FakeSockets;
     use turn_types::attribute::DontFragment;
     use turn_types::stun::message::{IntegrityAlgorithm, Method};
 
     const REALM: &str = "example.org";
-
-    /// Relay sockets that exist only as addresses.
-    #[derive(Default)]
-    struct FakeSockets {
-        next_port: u16,
-        open: Vec<SocketAddr>,
-        reserved: Vec<SocketAddr>,
-        no_v6: bool,
-    }
-
-    impl RelaySockets for FakeSockets {
-        fn open(
-            &mut self,
-            family: AddressFamily,
-            port: PortRequest,
-        ) -> Result<(SocketAddr, Option<SocketAddr>), OpenError> {
-            let ip: IpAddr = match family {
-                AddressFamily::IPV4 => "10.0.0.1".parse().unwrap(),
-                AddressFamily::IPV6 if self.no_v6 => return Err(OpenError::NoAddress),
-                AddressFamily::IPV6 => "fd00::1".parse().unwrap(),
-            };
-            self.next_port = (self.next_port.max(50000) + 2) & !1;
-            let addr = SocketAddr::new(ip, self.next_port);
-            self.open.push(addr);
-            let next = (port == PortRequest::EvenReserveNext).then(|| {
-                let next = SocketAddr::new(ip, self.next_port + 1);
-                self.reserved.push(next);
-                next
-            });
-            Ok((addr, next))
-        }
-
-        fn claim(&mut self, reserved: SocketAddr) {
-            self.reserved.retain(|r| *r != reserved);
-            self.open.push(reserved);
-        }
-
-        fn close(&mut self, relay: SocketAddr) {
-            self.open.retain(|r| *r != relay);
-            self.reserved.retain(|r| *r != relay);
-        }
-    }
 
     fn settings() -> Settings {
         let mut s = Settings {
