@@ -49,21 +49,25 @@ function baseOpts(el, height) {
   return {
     width: Math.max(300, el.clientWidth - 8),
     height: height || 300,
-    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
     scales: { x: { time: true } },
-    axes: [{}, { label: "ms", values: (u, v) => v.map((x) => x.toFixed(x < 1 ? 3 : 1)) }],
+    // Times in UTC, as every probe and page reports them.
+    axes: [
+      { space: 70, values: (u, v) => v.map((t) => new Date(t * 1e3).toISOString().slice(11, 19)) },
+      { label: "ms", values: (u, v) => v.map((x) => x.toFixed(Math.abs(x) < 1 ? 3 : 1)) },
+    ],
     legend: { live: true },
   };
 }
 
 const has = (arr) => arr.some((v) => v != null);
+const TIME = { value: (u, v) => (v == null ? "—" : new Date(v * 1e3).toISOString().slice(11, 23) + " UTC") };
 
 // App-to-App median per flow (overview).
 function drawLines(el, d) {
   const flows = d.flows.filter((f) => has(f[2]));
   if (!flows.length) return message(el, "No App-to-App samples in this range.");
   const opts = baseOpts(el, 260);
-  opts.series = [{}].concat(flows.map((f, i) => ({
+  opts.series = [TIME].concat(flows.map((f, i) => ({
     label: f[1], stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
     value: (u, v) => (v == null ? "—" : v.toFixed(3) + " ms"),
   })));
@@ -83,7 +87,7 @@ function drawStack(el, d) {
     return acc[i];
   }));
   const opts = baseOpts(el, 340);
-  opts.series = [{}];
+  opts.series = [TIME];
   opts.bands = [];
   present.forEach(([name, label], i) => {
     const color = css(name);
@@ -148,7 +152,8 @@ function drawWaterfall(el, rows) {
       rect.append(svg("title", {}, `${pa}@${ha} → ${pb}@${hb}: ${((tb - ta) / 1e6).toFixed(3)} ms`));
       s.append(rect);
     }
-    if (r.app_ns == null) s.append(svg("text", { x: x(spans[i]) + 4, y: y + 11, fill: "#b3261e" }, "incomplete"));
+    const marks = [r.app_ns == null ? "incomplete" : null, r.unsynced ? "unsynchronised" : null].filter(Boolean);
+    if (marks.length) s.append(svg("text", { x: x(spans[i]) + 4, y: y + 11, fill: "#b3261e" }, marks.join(", ")));
   });
   el.replaceChildren(s);
   legend(el, SEGMENTS.map(([n, l]) => [css(n), l]));
@@ -197,7 +202,7 @@ function drawDirection(el, d, which) {
   const series = directionSeries(el, d, which).filter(([, v]) => has(v));
   if (!series.length) return message(el, "No one-way delays in this range.");
   const opts = baseOpts(el, which === "owd" ? 320 : 240);
-  opts.series = [{}].concat(series.map(([s]) => s));
+  opts.series = [TIME].concat(series.map(([s]) => s));
   new uPlot(opts, [secs(d.t_ns)].concat(series.map(([, v]) => v.map(ms))), el);
   return true;
 }

@@ -60,11 +60,13 @@ async fn a_relayed_call_is_joined_split_and_rolled_up(pool: SqlitePool) {
     );
     let fab = flows.iter().find(|x| x["flow"]["id"] == ab).unwrap();
     // 20 ms network + 40 µs TX host + 60 µs dwell + 150 µs RX host, jitter ±.
-    let p50 = f(&fab["app"]["p50_ns"]) / MS;
+    let app = &fab["segments"].as_array().unwrap().iter().find(|s| s[0] == "app").unwrap()[1];
+    let p50 = f(&app["p50_ns"]) / MS;
     assert!((20.2..20.35).contains(&p50), "{p50}");
     let dominant = fab["dominant"][0].as_str().unwrap();
     assert!(["net_up", "net_down"].contains(&dominant), "{dominant}");
     assert_eq!(fab["app_err_ns"], 32_000, "maxerror of both ends");
+    assert_eq!(fab["unsynced"], 0);
 
     let series = h.get_json(&format!("/api/v1/flows/{ab}/series")).await;
     let up: Vec<f64> = series["segments"]["net_up"]
@@ -418,4 +420,29 @@ async fn the_ui_can_require_basic_auth_or_a_token(pool: SqlitePool) {
     // Probes use their own tokens; health checks stay open.
     assert_eq!(h.post(&recent(1).batches(1000)[0]).await.0, StatusCode::OK);
     assert_eq!(h.get("/healthz").await.0, StatusCode::OK);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_unsynchronised_probe_marks_its_cross_host_segments(pool: SqlitePool) {
+    let h = Harness::new(pool).await;
+    let mut batches = recent(2).batches(1000);
+    for b in batches.iter_mut().filter(|b| b.probe.name == "b") {
+        b.clock.synchronized = false;
+        b.clock.maxerror_ns = 16_000_000_000;
+    }
+    h.ingest_all(&batches).await;
+    let unsynced: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packets WHERE unsynced")
+        .fetch_one(h.db())
+        .await
+        .unwrap();
+    assert_eq!(unsynced, h.count("packets").await, "every packet has b at one end");
+    let bound: i64 = sqlx::query_scalar("SELECT MAX(err_app_ns) FROM packets")
+        .fetch_one(h.db())
+        .await
+        .unwrap();
+    assert_eq!(bound, 16_000_016_000);
+    let (_, page) = h.get("/").await;
+    assert!(page.contains("packets UNSYNCHRONISED"), "{page}");
+    let (_, probes) = h.get("/probes").await;
+    assert!(probes.contains("UNSYNCHRONISED"));
 }

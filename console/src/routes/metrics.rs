@@ -116,7 +116,9 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         "# HELP demarc_segment_seconds Segment delay per flow over the last minute of data.\n# TYPE demarc_segment_seconds summary"
     );
     for f in &flows {
-        let (sums, _, _) = segment_summaries(&st.db, f.id, to - 60_000_000_000, to).await?;
+        let sums = segment_summaries(&st.db, f.id, to - 60_000_000_000, to)
+            .await?
+            .segments;
         for (seg, s) in sums {
             let labels = format!(
                 "flow=\"{}\",tx_host=\"{}\",rx_host=\"{}\",stream=\"{}\",segment=\"{}\"",

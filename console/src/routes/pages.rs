@@ -12,7 +12,7 @@ use crate::fmt::{age, bound, ms, opt_ms, utc};
 use crate::segment::Segment;
 use crate::state::{AppState, Counters};
 use crate::store::now_ns;
-use crate::store::query::{self, Flow, FlowNow, ProbeRow, RelayDwell};
+use crate::store::query::{self, Flow, FlowNow, FlowSummary, ProbeRow, RelayDwell};
 use crate::store::rollup::Summary;
 
 type Page = Result<Html<String>, AppError>;
@@ -34,6 +34,14 @@ async fn nav(st: &AppState) -> Result<Nav, AppError> {
     })
 }
 
+/// The App-to-App clock bound, and how many packets had an unsynchronised end.
+fn clock_note(s: &FlowSummary) -> String {
+    match s.unsynced {
+        0 => bound(s.app_err_ns),
+        n => format!("{} · {n} packets UNSYNCHRONISED", bound(s.app_err_ns)),
+    }
+}
+
 /// One stacked-bar part: a segment's share of the median App-to-App.
 pub struct Share {
     pub name: &'static str,
@@ -52,6 +60,7 @@ pub struct FlowView {
     pub app_p50: String,
     pub app_p99: String,
     pub err: String,
+    pub unsynced: bool,
     pub dominant: String,
     pub shares: Vec<Share>,
 }
@@ -84,10 +93,11 @@ impl FlowView {
             dir: format!("{} → {}", n.flow.tx_host, n.flow.rx_host),
             label: n.flow.label(),
             via: n.flow.via(),
-            packets: n.packets,
-            app_p50: opt_ms(n.app.map(|s| s.p50_ns)),
-            app_p99: opt_ms(n.app.map(|s| s.p99_ns)),
-            err: bound(n.app_err_ns),
+            packets: n.summary.packets,
+            app_p50: opt_ms(n.summary.get(Segment::App).map(|s| s.p50_ns)),
+            app_p99: opt_ms(n.summary.get(Segment::App).map(|s| s.p99_ns)),
+            err: clock_note(&n.summary),
+            unsynced: n.summary.unsynced > 0,
             dominant: n
                 .dominant
                 .map_or_else(|| "—".into(), |(s, v)| format!("{} ({})", s.label(), ms(v))),
@@ -268,19 +278,21 @@ struct FlowPage {
     window: String,
     rows: Vec<SegRow>,
     err: String,
+    unsynced: bool,
 }
 
 pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>) -> Page {
     let flow = api::flow_or_404(&st, id).await?;
     let r = RangeQuery::default().resolve(Some((flow.first_ns, flow.last_ns)));
-    let (sums, _, err) = query::segment_summaries(&st.db, id, r.from, r.to).await?;
+    let summary = query::segment_summaries(&st.db, id, r.from, r.to).await?;
     render(FlowPage {
         nav: nav(&st).await?,
         title: format!("{} → {} {}", flow.tx_host, flow.rx_host, flow.label()),
         via: flow.via(),
         window: format!("{} – {}", utc(r.from), utc(r.to)),
-        rows: sums.iter().map(|(s, m)| seg_row(*s, m)).collect(),
-        err: bound(err),
+        rows: summary.segments.iter().map(|(s, m)| seg_row(*s, m)).collect(),
+        err: clock_note(&summary),
+        unsynced: summary.unsynced > 0,
         flow,
     })
 }

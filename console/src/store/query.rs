@@ -60,17 +60,25 @@ pub async fn flows_since(db: &SqlitePool, since_ns: i64) -> Result<Vec<Flow>, sq
     .await
 }
 
-/// Per-segment values of one flow's packets in `[from, to)`, in segment order.
+/// One packet's segment values, in `Segment::ALL` order.
+struct SegValues {
+    ts_ns: i64,
+    vals: Vec<Option<i64>>,
+    err_app_ns: Option<i64>,
+    unsynced: bool,
+}
+
+/// Per-segment values of one flow's packets in `[from, to)`.
 async fn segment_values(
     db: &SqlitePool,
     flow: i64,
     from: i64,
     to: i64,
-) -> Result<Vec<(i64, Vec<Option<i64>>, Option<i64>)>, sqlx::Error> {
+) -> Result<Vec<SegValues>, sqlx::Error> {
     let cols: Vec<&str> = Segment::ALL.iter().map(|s| s.column()).collect();
     let sql = format!(
-        "SELECT ts_ns, {}, err_app_ns FROM packets WHERE flow_id = ? AND ts_ns >= ? AND ts_ns < ?
-         ORDER BY ts_ns",
+        "SELECT ts_ns, err_app_ns, unsynced, {} FROM packets
+         WHERE flow_id = ? AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns",
         cols.join(", ")
     );
     let rows = sqlx::query(&sql)
@@ -81,10 +89,14 @@ async fn segment_values(
         .await?;
     rows.iter()
         .map(|r| {
-            let vals = (1..=cols.len())
-                .map(|i| r.try_get(i))
-                .collect::<Result<_, _>>()?;
-            Ok((r.try_get(0)?, vals, r.try_get(cols.len() + 1)?))
+            Ok(SegValues {
+                ts_ns: r.try_get(0)?,
+                err_app_ns: r.try_get(1)?,
+                unsynced: r.try_get(2)?,
+                vals: (3..3 + cols.len())
+                    .map(|i| r.try_get(i))
+                    .collect::<Result<_, _>>()?,
+            })
         })
         .collect()
 }
@@ -93,37 +105,52 @@ async fn segment_values(
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowNow {
     pub flow: Flow,
-    pub packets: i64,
-    pub app: Option<Summary>,
-    pub app_err_ns: Option<i64>,
+    #[serde(flatten)]
+    pub summary: FlowSummary,
     /// Median of each stacked segment present, in path order.
     pub stack: Vec<(Segment, i64)>,
     /// The stacked segment with the largest median.
     pub dominant: Option<(Segment, i64)>,
 }
 
-/// Summary of each segment of a flow's packets in `[from, to)`, with the
-/// packet count and the largest App-to-App clock bound.
+/// Summaries of a flow's segments over a range.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowSummary {
+    pub segments: Vec<(Segment, Summary)>,
+    pub packets: i64,
+    /// Largest App-to-App clock-error bound.
+    pub app_err_ns: Option<i64>,
+    /// Packets with a cross-host segment whose end was not synchronised.
+    pub unsynced: i64,
+}
+
+impl FlowSummary {
+    pub fn get(&self, s: Segment) -> Option<&Summary> {
+        self.segments.iter().find(|(x, _)| *x == s).map(|(_, m)| m)
+    }
+}
+
 pub async fn segment_summaries(
     db: &SqlitePool,
     flow: i64,
     from: i64,
     to: i64,
-) -> Result<(Vec<(Segment, Summary)>, i64, Option<i64>), sqlx::Error> {
+) -> Result<FlowSummary, sqlx::Error> {
     let rows = segment_values(db, flow, from, to).await?;
-    let sums = Segment::ALL
+    let segments = Segment::ALL
         .iter()
         .enumerate()
         .filter_map(|(i, &s)| {
-            let mut v: Vec<i64> = rows.iter().filter_map(|r| r.1[i]).collect();
+            let mut v: Vec<i64> = rows.iter().filter_map(|r| r.vals[i]).collect();
             summarize(&mut v).map(|m| (s, m))
         })
         .collect();
-    Ok((
-        sums,
-        rows.len() as i64,
-        rows.iter().filter_map(|r| r.2).max(),
-    ))
+    Ok(FlowSummary {
+        segments,
+        packets: rows.len() as i64,
+        app_err_ns: rows.iter().filter_map(|r| r.err_app_ns).max(),
+        unsynced: rows.iter().filter(|r| r.unsynced).count() as i64,
+    })
 }
 
 pub async fn flow_now(
@@ -132,23 +159,19 @@ pub async fn flow_now(
     from: i64,
     to: i64,
 ) -> Result<FlowNow, sqlx::Error> {
-    let (sums, packets, app_err_ns) = segment_summaries(db, flow.id, from, to).await?;
-    let stack: Vec<(Segment, i64)> = sums
+    let summary = segment_summaries(db, flow.id, from, to).await?;
+    let stack: Vec<(Segment, i64)> = summary
+        .segments
         .iter()
         .filter(|(s, _)| Segment::STACK.contains(s))
         .map(|(s, m)| (*s, m.p50_ns))
         .collect();
     let dominant = stack.iter().copied().max_by_key(|&(_, p50)| p50);
     Ok(FlowNow {
-        packets,
-        app: sums
-            .iter()
-            .find(|(s, _)| *s == Segment::App)
-            .map(|(_, m)| *m),
-        app_err_ns,
+        flow,
+        summary,
         stack,
         dominant,
-        flow,
     })
 }
 
@@ -189,7 +212,7 @@ pub async fn flow_series(
     let mut per: Vec<Vec<Vec<i64>>> = vec![vec![Vec::new(); t_ns.len()]; Segment::ALL.len()];
     let mut errs = vec![None; t_ns.len()];
     let mut packets = vec![0; t_ns.len()];
-    for (ts, vals, err) in &rows {
+    for SegValues { ts_ns: ts, vals, err_app_ns: err, .. } in &rows {
         let Some(b) = index(*ts) else { continue };
         packets[b] += 1;
         errs[b] = errs[b].max(*err);
@@ -301,15 +324,28 @@ pub async fn packets_around(
     at_ns: i64,
     n: i64,
 ) -> Result<Vec<PacketRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT key, ts_ns, seq, app_ns, err_app_ns, unsynced, path_json FROM packets
-         WHERE flow_id = ?1 ORDER BY abs(ts_ns - ?2) LIMIT ?3",
-    )
+    // Two index range scans (before and from `at`), then the nearest n of both.
+    let cols = "key, ts_ns, seq, app_ns, err_app_ns, unsynced, path_json";
+    let mut rows = sqlx::query(&format!(
+        "SELECT {cols} FROM packets WHERE flow_id = ?1 AND ts_ns >= ?2 ORDER BY ts_ns LIMIT ?3"
+    ))
     .bind(flow)
     .bind(at_ns)
     .bind(n)
     .fetch_all(db)
     .await?;
+    rows.extend(
+        sqlx::query(&format!(
+            "SELECT {cols} FROM packets WHERE flow_id = ?1 AND ts_ns < ?2 ORDER BY ts_ns DESC LIMIT ?3"
+        ))
+        .bind(flow)
+        .bind(at_ns)
+        .bind(n)
+        .fetch_all(db)
+        .await?,
+    );
+    rows.sort_by_key(|r| r.try_get::<i64, _>("ts_ns").map_or(0, |t| (t - at_ns).abs()));
+    rows.truncate(n as usize);
     let mut out = rows
         .iter()
         .map(|r| {
