@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub use line::{Core, LegStats};
 pub use schedule::Schedule;
@@ -119,6 +120,7 @@ impl DelayLine {
                 writer,
             });
         }
+        topology.wait_for_tuns(Duration::from_secs(3))?;
         tracing::info!(
             "delay line running on {} legs, log {}",
             line.legs.len(),

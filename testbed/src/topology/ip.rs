@@ -10,6 +10,11 @@ use crate::{Error, Result};
 /// on whitespace, which is safe because every name the testbed passes is
 /// checked to hold none.
 pub fn ip(netns: Option<&str>, args: &str) -> Result<()> {
+    ip_output(netns, args).map(drop)
+}
+
+/// [`ip`], returning what it printed.
+pub fn ip_output(netns: Option<&str>, args: &str) -> Result<String> {
     let mut argv: Vec<&str> = Vec::new();
     if let Some(ns) = netns {
         argv.extend(["-n", ns]);
@@ -31,7 +36,7 @@ pub fn ip(netns: Option<&str>, args: &str) -> Result<()> {
             stderr: stderr.trim().replace('\n', "; "),
         });
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn missing_ip() -> Error {

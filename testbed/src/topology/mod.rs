@@ -13,12 +13,13 @@ pub mod netns;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 use claim::Claim;
-use ip::ip;
+use ip::{ip, ip_output};
 
 /// `--prefix` when none is given.
 pub const DEFAULT_PREFIX: &str = "dmc";
@@ -241,6 +242,28 @@ impl Topology {
     /// The namespace name of `host`.
     pub fn netns(&self, host: Host) -> String {
         netns_name(&self.prefix, host)
+    }
+
+    /// Waits until the kernel has the TUN of every leg running, which
+    /// happens some time after the delay line attaches: until then the TUN
+    /// drops what is routed to it. Carrier-on is a non-urgent link event, so
+    /// the kernel may take up to a second to act on it.
+    pub fn wait_for_tuns(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for leg in Leg::ALL {
+            let ns = self.netns(leg.wan());
+            let show = format!("-o link show dev {}", leg.tun());
+            while !ip_output(Some(&ns), &show)?.contains("state UP") {
+                if Instant::now() > deadline {
+                    return Err(Error::DelayLine {
+                        leg: leg.to_string(),
+                        message: format!("TUN {} in {ns} not running after {timeout:?}", leg.tun()),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     /// Removes everything, reporting a failure (which `Drop` can only log).
