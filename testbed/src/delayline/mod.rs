@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use line::{Core, LegStats};
+use line::Core;
+pub use line::LegStats;
 pub use schedule::Schedule;
 
 use crate::topology::{Leg, Topology};

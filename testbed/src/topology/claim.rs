@@ -4,8 +4,8 @@
 //! known to be ours and removed, and a namespace we did not make is never
 //! touched.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -46,31 +46,30 @@ impl Claim {
             })?,
             namespaces,
         };
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    let json = serde_json::to_vec(&record).expect("claim serialises");
-                    let claim = Claim {
-                        path,
-                        namespaces: record.namespaces,
-                    };
-                    if let Err(e) = file.write_all(&json) {
-                        // An empty claim would block the prefix for good.
-                        let _ = fs::remove_file(&claim.path);
-                        return Err(Error::io(format!("writing {}", claim.path.display()))(e));
-                    }
-                    return Ok(claim);
-                }
+        // Written whole under a private name, then linked into place: the
+        // link fails if the claim exists, and no one sees a half-written one.
+        let draft = path.with_extension(format!("json.{pid}"));
+        let json = serde_json::to_vec(&record).expect("claim serialises");
+        fs::write(&draft, json).map_err(Error::io(format!("writing {}", draft.display())))?;
+        let linked = loop {
+            match fs::hard_link(&draft, &path) {
                 // A live owner makes `existing` fail; a dead one's leftovers go.
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if let Some(stale) = existing(prefix)? {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => match existing(prefix) {
+                    Ok(Some(stale)) => {
                         let removed = stale.clear()?;
                         tracing::info!("removed leftovers of a run that died: {removed:?}");
                     }
-                }
-                Err(e) => return Err(Error::io(format!("creating {}", path.display()))(e)),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                },
+                r => break r.map_err(Error::io(format!("creating {}", path.display()))),
             }
-        }
+        };
+        let _ = fs::remove_file(&draft);
+        linked.map(|()| Claim {
+            path,
+            namespaces: record.namespaces,
+        })
     }
 
     /// Deletes the listed namespaces that exist (with them every veth, TUN,

@@ -75,7 +75,7 @@ impl fmt::Display for Host {
 
 /// One direction through one wan namespace: what one TUN and one delay-line
 /// thread pair carry. A→B is `a-to-relay` then `relay-to-b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Leg {
     AToRelay,
@@ -143,54 +143,26 @@ struct End {
     cidr: &'static str,
 }
 
+const fn end(host: Host, iface: &'static str, cidr: &'static str) -> End {
+    End { host, iface, cidr }
+}
+
 const LINKS: [(End, End); 4] = [
     (
-        End {
-            host: Host::A,
-            iface: "eth0",
-            cidr: "10.77.1.2/24",
-        },
-        End {
-            host: Host::WanA,
-            iface: "to-a",
-            cidr: "10.77.1.1/24",
-        },
+        end(Host::A, "eth0", "10.77.1.2/24"),
+        end(Host::WanA, "to-a", "10.77.1.1/24"),
     ),
     (
-        End {
-            host: Host::WanA,
-            iface: "to-relay",
-            cidr: "10.77.2.1/24",
-        },
-        End {
-            host: Host::Relay,
-            iface: "to-wan-a",
-            cidr: "10.77.2.2/24",
-        },
+        end(Host::WanA, "to-relay", "10.77.2.1/24"),
+        end(Host::Relay, "to-wan-a", "10.77.2.2/24"),
     ),
     (
-        End {
-            host: Host::Relay,
-            iface: "to-wan-b",
-            cidr: "10.77.3.2/24",
-        },
-        End {
-            host: Host::WanB,
-            iface: "to-relay",
-            cidr: "10.77.3.1/24",
-        },
+        end(Host::Relay, "to-wan-b", "10.77.3.2/24"),
+        end(Host::WanB, "to-relay", "10.77.3.1/24"),
     ),
     (
-        End {
-            host: Host::WanB,
-            iface: "to-b",
-            cidr: "10.77.4.1/24",
-        },
-        End {
-            host: Host::B,
-            iface: "eth0",
-            cidr: "10.77.4.2/24",
-        },
+        end(Host::WanB, "to-b", "10.77.4.1/24"),
+        end(Host::B, "eth0", "10.77.4.2/24"),
     ),
 ];
 
@@ -233,10 +205,6 @@ impl Topology {
         };
         topology.build()?;
         Ok(topology)
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// The namespace name of `host`.
