@@ -9,7 +9,7 @@ use std::{
 
 use aya::Ebpf;
 use demarc_ebpf::abi;
-use demarc_proto::ingest::SpoolStats;
+use demarc_proto::ingest::{Health, SpoolStats};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -44,6 +44,8 @@ pub struct Summary {
     pub records: u64,
     pub batches: u64,
     pub undecodable: u64,
+    /// Health at the end, after the final drain.
+    pub health: Option<Health>,
 }
 
 struct Outputs {
@@ -128,6 +130,7 @@ async fn flush(
     if let Some(spool) = &out.spool {
         h.spool = *spool.lock().unwrap();
     }
+    summary.health = Some(h.clone());
     let (seq, batch) = batcher.take(clock.state(), h, utc_now_ns())?;
     summary.records += batch.records.len() as u64;
     summary.batches += 1;

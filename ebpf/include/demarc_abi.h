@@ -63,6 +63,22 @@ typedef uint64_t __u64;
 #define DEMARC_CNT_KINDS 8
 #define DEMARC_COUNTERS (DEMARC_POINTS * DEMARC_CNT_KINDS)
 
+/*
+ * Relay dwell (relay_in → relay_out, matched in the kernel by key).
+ * port_roles[port] says what a relay UDP port is: a client-facing listener
+ * (slot 1..DEMARC_RELAY_LISTENERS) or a peer-facing relay port.
+ * Histograms: index = ((slot - 1) * 2 + direction) * DEMARC_DWELL_BUCKETS + bucket,
+ * bucket = 4 * bit_length(dwell_ns) + the two bits below the top one (log2
+ * with 4 sub-buckets per octave; demarc_ebpf::abi::dwell_bucket_bounds).
+ */
+#define DEMARC_ROLE_NONE 0
+#define DEMARC_ROLE_PEER 255
+#define DEMARC_RELAY_LISTENERS 4
+#define DEMARC_DIR_CLIENT_TO_PEER 0
+#define DEMARC_DIR_PEER_TO_CLIENT 1
+#define DEMARC_DWELL_BUCKETS 256
+#define DEMARC_DWELL_HISTS (DEMARC_RELAY_LISTENERS * 2)
+
 struct demarc_record {
 	__u64 key;         /* demarc-key-v1 of the inner payload */
 	__u64 ts_ns;       /* raw kernel clock (DEMARC_CLOCK_*), agent converts */

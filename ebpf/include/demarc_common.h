@@ -219,8 +219,12 @@ static __always_inline int demarc_l3l4(struct demarc_src *s, __u32 pkt_len,
 	} else {
 		return -1;
 	}
-	if (demarc_load(s, l4, &udp, sizeof(udp)))
+	if (demarc_load(s, l4, &udp, sizeof(udp))) {
+		/* No ports to scope by: 0 keeps a --ports filter from counting it. */
+		t->sport = 0;
+		t->dport = 0;
 		return -2;
+	}
 	t->sport = bpf_ntohs(udp.source);
 	t->dport = bpf_ntohs(udp.dest);
 	if (bpf_ntohs(udp.len) < sizeof(udp) || l4 + bpf_ntohs(udp.len) > pkt_len)
@@ -229,7 +233,23 @@ static __always_inline int demarc_l3l4(struct demarc_src *s, __u32 pkt_len,
 	return bpf_ntohs(udp.len) - sizeof(udp);
 }
 
-/* One wire point (tc or XDP): the packet from the Ethernet header on. */
+/*
+ * Counts and parses the UDP payload found by demarc_l3l4 (udp_len < 0: a
+ * broken UDP header, counted here as a parse failure). Call it only for
+ * packets in scope, so unrelated traffic never moves the counters.
+ */
+static __always_inline int demarc_wire_parse(struct demarc_src *s, int udp_len, __u32 point,
+					     struct demarc_pkt *p)
+{
+	if (udp_len < 0) {
+		demarc_count(point, DEMARC_CNT_PARSE_FAIL);
+		return DEMARC_PARSE_COUNTED;
+	}
+	demarc_count(point, DEMARC_CNT_SEEN);
+	return demarc_parse(s, udp_len, p);
+}
+
+/* One endpoint wire point (tc or XDP): the packet from the Ethernet header on. */
 static __always_inline void demarc_wire(struct demarc_src s, __u32 pkt_len, __u32 point,
 					__u32 ifindex)
 {
@@ -240,16 +260,9 @@ static __always_inline void demarc_wire(struct demarc_src s, __u32 pkt_len, __u3
 	if (!sc)
 		return;
 	udp_len = demarc_l3l4(&s, pkt_len, &sc->tuple);
-	if (udp_len == -1)
+	if (udp_len == -1 || !demarc_port_in_scope(sc->tuple.sport, sc->tuple.dport))
 		return;
-	if (udp_len < 0) {
-		demarc_count(point, DEMARC_CNT_PARSE_FAIL);
-		return;
-	}
-	if (!demarc_port_in_scope(sc->tuple.sport, sc->tuple.dport))
-		return;
-	demarc_count(point, DEMARC_CNT_SEEN);
-	verdict = demarc_parse(&s, udp_len, &sc->pkt);
+	verdict = demarc_wire_parse(&s, udp_len, point, &sc->pkt);
 	demarc_emit(verdict, &sc->pkt, &sc->tuple, point, ts, ifindex, 0);
 }
 

@@ -27,6 +27,7 @@
 #define DEMARC_PARSE_NOT_MEDIA 0
 #define DEMARC_PARSE_MALFORMED (-1)
 #define DEMARC_PARSE_READ_FAIL (-2)
+#define DEMARC_PARSE_COUNTED (-3) /* failed and already counted by the caller */
 
 struct demarc_src {
 	void *ctx;        /* skb or xdp_md */

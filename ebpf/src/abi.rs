@@ -12,7 +12,8 @@ pub mod layout {
 
 pub use layout::{
     ABI_VERSION, CLOCK_MONO, CLOCK_TAI, CNT_KINDS, CNT_MAP_FULL, CNT_MEDIA, CNT_PARSE_FAIL,
-    CNT_READ_FAIL, CNT_RECORDED, CNT_RELAY_MATCH, CNT_RINGBUF_FULL, CNT_SEEN, POINTS,
+    CNT_READ_FAIL, CNT_RECORDED, CNT_RELAY_MATCH, CNT_RINGBUF_FULL, CNT_SEEN, DIR_CLIENT_TO_PEER,
+    DIR_PEER_TO_CLIENT, DWELL_BUCKETS, DWELL_HISTS, POINTS, RELAY_LISTENERS, ROLE_PEER,
 };
 
 /// One record per (sampled packet, point), as the kernel writes it.
@@ -83,4 +84,67 @@ impl Record {
 /// Index of a counter in the per-CPU `counters` map.
 pub const fn counter_index(point: u32, kind: u32) -> u32 {
     point * CNT_KINDS + kind
+}
+
+/// Index of a relay dwell histogram bucket (listener `slot` 1..=RELAY_LISTENERS).
+pub const fn dwell_index(slot: u32, dir: u32, bucket: u32) -> u32 {
+    ((slot - 1) * 2 + dir) * DWELL_BUCKETS + bucket
+}
+
+/// The bucket of a dwell of `ns`: 4 × bit length + the two bits below the
+/// top one, as relay.bpf.c computes it.
+pub const fn dwell_bucket(ns: u64) -> u32 {
+    let bits = 64 - ns.leading_zeros();
+    let sub = if bits >= 3 { (ns >> (bits - 3)) & 3 } else { 0 };
+    bits * 4 + sub as u32
+}
+
+/// The dwell range `[lo, hi)` in ns that bucket `b` counts.
+pub const fn dwell_bucket_bounds(b: u32) -> (u64, u64) {
+    let (bits, sub) = (b / 4, (b % 4) as u64);
+    match bits {
+        0 => (0, 1),
+        1 => (1, 2),
+        2 => (2, 4),
+        _ => {
+            let base = 1u64 << (bits - 1);
+            let step = 1u64 << (bits - 3);
+            (base + sub * step, base + (sub + 1) * step)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dwell_buckets_partition_the_range() {
+        for ns in [
+            0u64,
+            1,
+            2,
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            1_000,
+            12_345,
+            999_999,
+            1 << 40,
+            u64::MAX >> 2,
+        ] {
+            let (lo, hi) = dwell_bucket_bounds(dwell_bucket(ns));
+            assert!(lo <= ns && ns < hi, "{ns} outside bucket [{lo}, {hi})");
+        }
+        assert_eq!((dwell_bucket(2), dwell_bucket(3)), (8, 8));
+        // Below 8 ns an octave has fewer than 4 values: buckets from 12 on are all used.
+        for b in 12..200 {
+            let (lo, hi) = dwell_bucket_bounds(b);
+            assert_eq!(dwell_bucket(lo), b);
+            assert_eq!(dwell_bucket(hi - 1), b);
+        }
+    }
 }

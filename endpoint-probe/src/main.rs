@@ -13,16 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run::run(cli) {
         Ok(s) => {
-            eprintln!(
-                "demarc-probe: stopped; {} records in {} batches{}",
-                s.records,
-                s.batches,
-                if s.undecodable > 0 {
-                    format!(", {} undecodable", s.undecodable)
-                } else {
-                    String::new()
-                }
-            );
+            eprint!("{}", run::exit_report(&s));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -266,6 +266,58 @@ fn report(
     s
 }
 
+/// The health at exit: per-point counters and the cost of each program.
+pub fn exit_report(s: &Summary) -> String {
+    let mut out = format!(
+        "demarc-probe: stopped; {} records in {} batches, {} undecodable\n",
+        s.records, s.batches, s.undecodable
+    );
+    let _ = writeln!(
+        out,
+        "  {:<9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>8} {:>9}",
+        "point", "seen", "media", "recorded", "parse_fail", "ringbuf_full", "map_full", "read_fail"
+    );
+    let Some(health) = &s.health else {
+        return out;
+    };
+    for (p, c) in &health.points {
+        let _ = writeln!(
+            out,
+            "  {:<9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>8} {:>9}",
+            p.as_str(),
+            c.seen,
+            c.media,
+            c.recorded,
+            c.parse_fail,
+            c.ringbuf_full,
+            c.map_full,
+            c.read_fail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<24} {:>10} {:>12} {:>10} {:>9}",
+        "program", "runs", "run_time_ns", "ns/run", "rec_miss"
+    );
+    for p in &health.programs {
+        let per_run = p.run_time_ns.checked_div(p.run_count).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>10} {:>12} {:>10} {:>9}",
+            p.name, p.run_count, p.run_time_ns, per_run, p.recursion_misses
+        );
+    }
+    let sp = &health.spool;
+    if sp.queued_batches + sp.dropped_batches > 0 {
+        let _ = writeln!(
+            out,
+            "  spool: {} batches queued for the next start, {} batches ({} records) dropped",
+            sp.queued_batches, sp.dropped_batches, sp.dropped_records
+        );
+    }
+    out
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

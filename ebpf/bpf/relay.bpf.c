@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Relay dwell probe: relay_in (XDP) and relay_out (tc egress) on the relay
+ * host's interfaces, matched in the kernel by packet key, so every relayed
+ * packet's dwell lands in a histogram (complete, not sampled); sampled
+ * packets also go out as records. Works beside any TURN server on the given
+ * ports (ours or coturn).
+ */
+#include "demarc_common.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Role of each local UDP port (DEMARC_ROLE_*), set by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, 65536);
+} port_roles SEC(".maps");
+
+struct inflight {
+	__u64 mono_ns; /* dwell is measured on CLOCK_MONOTONIC: immune to steps */
+	__u8 dir;
+	__u8 slot; /* listener slot for client→peer; 0 until known */
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u64);
+	__type(value, struct inflight);
+	__uint(max_entries, 65536);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, DEMARC_DWELL_HISTS * DEMARC_DWELL_BUCKETS);
+} dwell_hist SEC(".maps");
+
+static __always_inline __u8 port_role(__u16 port)
+{
+	__u32 k = port;
+	__u8 *r = bpf_map_lookup_elem(&port_roles, &k);
+
+	return r ? *r : DEMARC_ROLE_NONE;
+}
+
+/* 4 * bit_length(v) + the two bits below the top one. */
+static __always_inline __u32 dwell_bucket(__u64 v)
+{
+	__u32 bits = 0;
+
+	if (v >> 32) { bits += 32; v >>= 32; }
+	if (v >> 16) { bits += 16; v >>= 16; }
+	if (v >> 8) { bits += 8; v >>= 8; }
+	if (v >> 4) { bits += 4; v >>= 4; }
+	if (v >> 2) { bits += 2; v >>= 2; }
+	if (v >> 1) { bits += 1; v >>= 1; }
+	bits += v; /* bit length of the original value */
+	return bits;
+}
+
+static __always_inline void dwell_add(__u32 slot, __u32 dir, __u64 dwell)
+{
+	__u32 bits = dwell_bucket(dwell), sub = 0, idx;
+	__u64 *c;
+
+	if (bits >= 3)
+		sub = (dwell >> (bits - 3)) & 3;
+	idx = (((slot - 1) & (DEMARC_RELAY_LISTENERS - 1)) * 2 + (dir & 1)) * DEMARC_DWELL_BUCKETS +
+	      ((bits * 4 + sub) & (DEMARC_DWELL_BUCKETS - 1));
+	c = bpf_map_lookup_elem(&dwell_hist, &idx);
+	if (c)
+		*c += 1;
+}
+
+SEC("xdp")
+int relay_in(struct xdp_md *ctx)
+{
+	struct demarc_src s = {.ctx = ctx, .kind = DEMARC_SRC_XDP};
+	__u64 ts = demarc_now(), mono = bpf_ktime_get_ns();
+	struct demarc_scratch *sc = demarc_scratch();
+	int udp_len, verdict;
+	__u8 role;
+
+	if (!sc)
+		return XDP_PASS;
+	udp_len = demarc_l3l4(&s, bpf_xdp_get_buff_len(ctx), &sc->tuple);
+	if (udp_len == -1)
+		return XDP_PASS;
+	role = port_role(sc->tuple.dport);
+	if (role == DEMARC_ROLE_NONE)
+		return XDP_PASS;
+	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_IN, &sc->pkt);
+	/* Only data is relayed: framed from clients, anything to a relay port. */
+	if (verdict == DEMARC_PARSE_MEDIA &&
+	    (role == DEMARC_ROLE_PEER || sc->pkt.framing != DEMARC_FRAMING_BARE)) {
+		struct inflight f = {
+			.mono_ns = mono,
+			.dir = role == DEMARC_ROLE_PEER ? DEMARC_DIR_PEER_TO_CLIENT
+							: DEMARC_DIR_CLIENT_TO_PEER,
+			.slot = role == DEMARC_ROLE_PEER ? 0 : role,
+		};
+
+		if (bpf_map_update_elem(&inflight, &sc->pkt.key, &f, BPF_ANY))
+			demarc_count(DEMARC_POINT_RELAY_IN, DEMARC_CNT_MAP_FULL);
+	}
+	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_IN, ts, ctx->ingress_ifindex, 0);
+	return XDP_PASS;
+}
+
+SEC("classifier")
+int relay_out(struct __sk_buff *skb)
+{
+	struct demarc_src s = {.ctx = skb, .kind = DEMARC_SRC_SKB};
+	__u64 ts = demarc_now(), mono = bpf_ktime_get_ns();
+	struct demarc_scratch *sc = demarc_scratch();
+	struct inflight *f;
+	int udp_len, verdict;
+	__u8 role;
+
+	if (!sc)
+		return -1;
+	udp_len = demarc_l3l4(&s, skb->len, &sc->tuple);
+	if (udp_len == -1)
+		return -1;
+	role = port_role(sc->tuple.sport);
+	if (role == DEMARC_ROLE_NONE)
+		return -1;
+	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_OUT, &sc->pkt);
+	if (verdict == DEMARC_PARSE_MEDIA) {
+		f = bpf_map_lookup_elem(&inflight, &sc->pkt.key);
+		if (f) {
+			__u32 slot = f->dir == DEMARC_DIR_CLIENT_TO_PEER ? f->slot : role;
+
+			if (slot != DEMARC_ROLE_PEER && slot != 0) {
+				dwell_add(slot, f->dir, mono - f->mono_ns);
+				demarc_count(DEMARC_POINT_RELAY_OUT, DEMARC_CNT_RELAY_MATCH);
+			}
+			bpf_map_delete_elem(&inflight, &sc->pkt.key);
+		}
+	}
+	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_OUT, ts, skb->ifindex, 0);
+	return -1; /* TC_ACT_UNSPEC / TCX_NEXT */
+}
