@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
@@ -336,6 +336,129 @@ fn one_way_delays_follow_each_direction_schedule() {
         let delays: std::collections::BTreeSet<_> =
             legs[&leg].values().map(|r| r.delay_ns).collect();
         assert_eq!(delays.len(), 1, "{leg} changed delay: {delays:?}");
+    }
+}
+
+/// Round trips of ICMP echoes from namespace `ns` to `dst`, answered by the
+/// kernel there: what `ping` shows, without needing `ping` installed.
+fn ping(ns: &str, dst: Ipv4Addr, count: u16) -> Vec<Duration> {
+    let sock = netns::run(ns, || {
+        // SAFETY: plain socket call; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .unwrap();
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(dst).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    tune_thread();
+    let id = std::process::id() as u16;
+    let mut rtts = Vec::new();
+    for seq in 0..count {
+        let mut echo = vec![8, 0, 0, 0];
+        echo.extend(id.to_be_bytes());
+        echo.extend(seq.to_be_bytes());
+        echo.resize(64, 0xa5);
+        let sum = echo
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        echo[2..4].copy_from_slice(&(!((folded & 0xffff) + (folded >> 16)) as u16).to_be_bytes());
+        let sent = Instant::now();
+        // SAFETY: valid fd, buffer and address for the call.
+        let n = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                echo.as_ptr().cast(),
+                echo.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of_val(&to) as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            n,
+            echo.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        let mut buf = [0u8; 256];
+        loop {
+            assert!(
+                sent.elapsed() < Duration::from_secs(2),
+                "echo {seq} unanswered"
+            );
+            // SAFETY: valid fd and buffer; non-blocking so the loop keeps its deadline.
+            let n = unsafe {
+                libc::recv(
+                    sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            // A raw socket hands over the IP header too (20 bytes here: no options).
+            let reply = &buf[20..n.max(20) as usize];
+            if n > 28
+                && reply[0] == 0
+                && reply[4..6] == id.to_be_bytes()
+                && reply[6..8] == seq.to_be_bytes()
+            {
+                rtts.push(sent.elapsed());
+                break;
+            }
+            thread::sleep(Duration::from_micros(50));
+        }
+    }
+    rtts
+}
+
+#[test]
+fn ping_round_trip_is_the_sum_of_the_four_legs() {
+    let (_serial, prefix) = setup("ping");
+    let topology = Topology::up(&prefix).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        schedules: Schedules {
+            a_to_relay: schedule("10ms"),
+            relay_to_b: schedule("10ms"),
+            b_to_relay: schedule("20ms"),
+            relay_to_a: schedule("15ms"),
+        },
+        log: dir.path().join("holds.jsonl"),
+        epoch_ns: None,
+        seed: 1,
+    };
+    let line = DelayLine::start(&topology, &config).unwrap();
+    let mut rtts = ping(&topology.netns(Host::A), Host::B.address(), 5);
+    line.stop().unwrap();
+    rtts.sort();
+    let median = rtts[rtts.len() / 2];
+    eprintln!("ping a → b: {rtts:?}");
+    // Configured, plus the transit outside the line both ways (under 0.5 ms
+    // each at p50, as the one-way test checks) and four holds' lateness.
+    assert!(
+        (Duration::from_millis(55)..Duration::from_micros(56_500)).contains(&median),
+        "median round trip {median:?} for 55 ms configured"
+    );
+    let records = log::read(&config.log).unwrap();
+    for leg in Leg::ALL {
+        let icmp = records
+            .iter()
+            .filter(|r| r.leg == leg && r.proto == Some(1) && r.key.is_none());
+        assert_eq!(
+            icmp.count(),
+            5,
+            "{leg}: one unkeyed ICMP line per echo or reply"
+        );
     }
 }
 
