@@ -11,7 +11,9 @@ pub mod clock;
 pub mod decode;
 pub mod health;
 pub mod netns;
+pub mod options;
 pub mod pipeline;
+pub mod probe;
 pub mod ringbuf;
 pub mod ship;
 pub mod sink;
@@ -48,6 +50,16 @@ pub enum Error {
     Map(#[from] aya::maps::MapError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("--clock tai needs kernel 6.1+ (bpf_ktime_get_tai_ns); use --clock mono")]
+    NoTai,
+    #[error("nothing to do: give --output jsonl:PATH and/or --console URL --token T")]
+    NoOutput,
+    #[error("{0}")]
+    Option(String),
+    #[error("netns inode {0} does not fit the 32-bit ABI field")]
+    NetnsInode(u64),
+    #[error("{0}: {1}")]
+    State(String, std::io::Error),
     #[error("invalid console URL {url:?}: {reason}")]
     ConsoleUrl { url: String, reason: String },
 }

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run::run(cli) {
         Ok(s) => {
-            eprint!("{}", run::exit_report(&s));
+            eprint!("{}", demarc_agent::probe::exit_report("demarc-probe", &s));
             ExitCode::SUCCESS
         }
         Err(e) => {
