@@ -249,7 +249,7 @@ fn one_way_delays_follow_each_direction_schedule() {
             .map(|r| {
                 let t = r.arrival_ns as i64 - epoch as i64;
                 assert_eq!(r.delay_ns, schedules.get(leg).base_at(t), "{leg} at {t} ns");
-                r.hold_ns() as i64 - r.delay_ns as i64
+                r.hold_ns as i64 - r.delay_ns as i64
             })
             .collect();
         let [min, p50, p99] = quantiles(&late);
@@ -274,7 +274,7 @@ fn one_way_delays_follow_each_direction_schedule() {
             let one_way = (received - sent) as i64;
             let [r1, r2] = path.map(|leg| legs[&leg][key]);
             excess.push(one_way - (r1.delay_ns + r2.delay_ns) as i64);
-            transit.push(one_way - (r1.hold_ns() + r2.hold_ns()) as i64);
+            transit.push(one_way - (r1.hold_ns + r2.hold_ns) as i64);
         }
         let [min, p50, _] = quantiles(&excess);
         let [_, transit_p50, transit_p99] = quantiles(&transit);

@@ -64,7 +64,7 @@ impl Core {
 /// A packet waiting in the line.
 pub struct Held {
     packet: Vec<u8>,
-    arrival_ns: u64,
+    arrival: Stamp,
     admitted: Admitted,
 }
 
@@ -119,7 +119,7 @@ pub fn read(
                     let arrival = Stamp::now();
                     let packet = Held {
                         packet: buf[..n].to_vec(),
-                        arrival_ns: arrival.real_ns,
+                        arrival,
                         admitted: core.admit(arrival),
                     };
                     if held.send(packet).is_err() {
@@ -141,12 +141,12 @@ pub fn write(leg: Leg, tun: &File, held: Receiver<Held>, log: Sender<Released>) 
     let mut stats = LegStats::default();
     for Held {
         packet,
-        arrival_ns,
+        arrival,
         admitted,
     } in held
     {
         clock::sleep_until(admitted.release_mono_ns);
-        let release_ns = clock::realtime_ns();
+        let release = Stamp::now();
         if let Err(e) = (&*tun).write(&packet) {
             if stats.write_errors == 0 {
                 tracing::warn!(
@@ -160,8 +160,8 @@ pub fn write(leg: Leg, tun: &File, held: Receiver<Held>, log: Sender<Released>) 
         // The log thread only stops after every writer has.
         let _ = log.send(Released {
             leg,
-            arrival_ns,
-            release_ns,
+            arrival,
+            release,
             delay_ns: admitted.delay_ns,
             packet,
         });

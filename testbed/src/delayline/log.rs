@@ -9,6 +9,7 @@ use std::sync::mpsc::Receiver;
 
 use serde::{Deserialize, Serialize};
 
+use super::clock::Stamp;
 use super::packet::dissect;
 use crate::topology::Leg;
 use crate::{Error, Result};
@@ -20,6 +21,9 @@ pub struct HoldRecord {
     pub arrival_ns: u64,
     /// UTC ns just before it wrote the packet back.
     pub release_ns: u64,
+    /// How long the line held the packet, timed on CLOCK_MONOTONIC: right
+    /// even when the wall clock is stepped or slewed in between.
+    pub hold_ns: u64,
     /// The delay the schedule gave this packet (jitter included). The hold
     /// is longer when an earlier packet was still held: order is kept.
     pub delay_ns: u64,
@@ -40,16 +44,17 @@ pub struct HoldRecord {
 impl HoldRecord {
     pub fn new(
         leg: Leg,
-        arrival_ns: u64,
-        release_ns: u64,
+        arrival: Stamp,
+        release: Stamp,
         delay_ns: u64,
         packet: &[u8],
     ) -> HoldRecord {
         let d = dissect(packet);
         HoldRecord {
             leg,
-            arrival_ns,
-            release_ns,
+            arrival_ns: arrival.real_ns,
+            release_ns: release.real_ns,
+            hold_ns: release.mono_ns.saturating_sub(arrival.mono_ns),
             delay_ns,
             len: packet.len() as u32,
             proto: d.as_ref().map(|d| d.proto),
@@ -60,19 +65,14 @@ impl HoldRecord {
             key: d.and_then(|d| d.key),
         }
     }
-
-    /// How long the packet was held.
-    pub fn hold_ns(&self) -> u64 {
-        self.release_ns.saturating_sub(self.arrival_ns)
-    }
 }
 
 /// A released packet on its way to the log; dissecting and formatting happen
 /// on the log thread, off the writers' timed path.
 pub struct Released {
     pub leg: Leg,
-    pub arrival_ns: u64,
-    pub release_ns: u64,
+    pub arrival: Stamp,
+    pub release: Stamp,
     pub delay_ns: u64,
     pub packet: Vec<u8>,
 }
@@ -84,7 +84,7 @@ pub fn write_all(file: File, rx: Receiver<Released>) -> Result<()> {
     let mut out = BufWriter::new(file);
     let err = Error::io("writing the delay-line log");
     let write = |out: &mut BufWriter<File>, r: Released| -> std::io::Result<()> {
-        let record = HoldRecord::new(r.leg, r.arrival_ns, r.release_ns, r.delay_ns, &r.packet);
+        let record = HoldRecord::new(r.leg, r.arrival, r.release, r.delay_ns, &r.packet);
         serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")
     };
@@ -142,7 +142,22 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_keys_are_hex_like_probe_records() {
         let payload = [0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
-        let r = HoldRecord::new(Leg::AToRelay, 1_000, 21_000, 20_000, &udp_packet(&payload));
+        // The wall clock stepped back 1 ms during the hold; the hold did not.
+        let arrival = Stamp {
+            real_ns: 5_000_000,
+            mono_ns: 7_000,
+        };
+        let release = Stamp {
+            real_ns: 24_000_000,
+            mono_ns: 20_007_000,
+        };
+        let r = HoldRecord::new(
+            Leg::AToRelay,
+            arrival,
+            release,
+            20_000_000,
+            &udp_packet(&payload),
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["leg"], "a-to-relay");
         assert_eq!(
@@ -151,12 +166,13 @@ mod tests {
         );
         assert_eq!(json["src_port"], 1111);
         assert_eq!(serde_json::from_value::<HoldRecord>(json).unwrap(), r);
-        assert_eq!(r.hold_ns(), 20_000);
+        assert_eq!(r.hold_ns, 20_000_000);
     }
 
     #[test]
     fn what_is_not_ipv4_is_logged_with_length_only() {
-        let r = HoldRecord::new(Leg::RelayToB, 0, 0, 0, &[0x60; 48]);
+        let now = Stamp::now();
+        let r = HoldRecord::new(Leg::RelayToB, now, now, 0, &[0x60; 48]);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["len"], 48);
         assert!(json["key"].is_null() && json["src_ip"].is_null());
