@@ -76,6 +76,7 @@ struct Flow {
 fn flow(from: &UdpSocket, to: &UdpSocket, ssrc: u32) -> Flow {
     let dst = to.local_addr().unwrap();
     to.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stamp_arrivals(to);
     thread::scope(|s| {
         let receiver = s.spawn(|| {
             tune_thread();
@@ -112,11 +113,26 @@ fn flow(from: &UdpSocket, to: &UdpSocket, ssrc: u32) -> Flow {
     })
 }
 
+/// Asks the kernel to stamp each datagram `sock` receives (SO_TIMESTAMPNS).
+fn stamp_arrivals(sock: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: valid fd and option value.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
+}
+
 /// Receives one datagram with the kernel's receive time (SO_TIMESTAMPNS,
 /// UTC ns): when it reached the host, not when this thread got to run.
+/// Needs [`stamp_arrivals`] first.
 fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64)> {
-    let fd = sock.as_raw_fd();
-    let on: libc::c_int = 1;
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -128,17 +144,8 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: valid fd, option value and message buffers.
-    let n = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            4,
-        );
-        libc::recvmsg(fd, &mut msg, 0)
-    };
+    // SAFETY: valid fd and message buffers.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
