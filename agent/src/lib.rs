@@ -9,6 +9,7 @@ pub mod attach;
 pub mod batch;
 pub mod clock;
 pub mod decode;
+pub mod dwell;
 pub mod health;
 pub mod netns;
 pub mod options;
