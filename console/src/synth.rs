@@ -327,7 +327,13 @@ fn addr(host: &str) -> IpAddr {
     match host {
         "a" => [10, 0, 0, 2].into(),
         "b" => [10, 0, 2, 2].into(),
-        relay => [10, 0, 1, 1 + relay.bytes().fold(0u8, |h, b| h.wrapping_add(b)) % 200].into(),
+        relay => [
+            10,
+            0,
+            1,
+            1 + relay.bytes().fold(0u8, |h, b| h.wrapping_add(b)) % 200,
+        ]
+        .into(),
     }
 }
 

@@ -60,7 +60,12 @@ async fn a_relayed_call_is_joined_split_and_rolled_up(pool: SqlitePool) {
     );
     let fab = flows.iter().find(|x| x["flow"]["id"] == ab).unwrap();
     // 20 ms network + 40 µs TX host + 60 µs dwell + 150 µs RX host, jitter ±.
-    let app = &fab["segments"].as_array().unwrap().iter().find(|s| s[0] == "app").unwrap()[1];
+    let app = &fab["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s[0] == "app")
+        .unwrap()[1];
     let p50 = f(&app["p50_ns"]) / MS;
     assert!((20.2..20.35).contains(&p50), "{p50}");
     let dominant = fab["dominant"][0].as_str().unwrap();
@@ -435,7 +440,11 @@ async fn an_unsynchronised_probe_marks_its_cross_host_segments(pool: SqlitePool)
         .fetch_one(h.db())
         .await
         .unwrap();
-    assert_eq!(unsynced, h.count("packets").await, "every packet has b at one end");
+    assert_eq!(
+        unsynced,
+        h.count("packets").await,
+        "every packet has b at one end"
+    );
     let bound: i64 = sqlx::query_scalar("SELECT MAX(err_app_ns) FROM packets")
         .fetch_one(h.db())
         .await

@@ -290,7 +290,11 @@ pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>) -> Page {
         title: format!("{} → {} {}", flow.tx_host, flow.rx_host, flow.label()),
         via: flow.via(),
         window: format!("{} – {}", utc(r.from), utc(r.to)),
-        rows: summary.segments.iter().map(|(s, m)| seg_row(*s, m)).collect(),
+        rows: summary
+            .segments
+            .iter()
+            .map(|(s, m)| seg_row(*s, m))
+            .collect(),
         err: clock_note(&summary),
         unsynced: summary.unsynced > 0,
         flow,

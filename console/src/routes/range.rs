@@ -49,13 +49,28 @@ mod tests {
     #[test]
     fn defaults_follow_the_data_and_bound_the_buckets() {
         let r = RangeQuery::default().resolve(Some((0, 3_600 * S + 5)));
-        assert_eq!(r, Range { from: 3_601 * S - DEFAULT_SPAN_NS, to: 3_601 * S, step: S });
+        assert_eq!(
+            r,
+            Range {
+                from: 3_601 * S - DEFAULT_SPAN_NS,
+                to: 3_601 * S,
+                step: S
+            }
+        );
         // A short run is shown whole, not as a sliver of 15 minutes.
         let r = RangeQuery::default().resolve(Some((100 * S + 7, 340 * S)));
         assert_eq!((r.from, r.to), (100 * S, 341 * S));
-        let q = RangeQuery { from: Some(0), to: Some(10_000 * S), step: Some(1) };
+        let q = RangeQuery {
+            from: Some(0),
+            to: Some(10_000 * S),
+            step: Some(1),
+        };
         assert_eq!(q.resolve(None).step, 10 * S);
-        let q = RangeQuery { from: Some(50), to: Some(10), step: None };
+        let q = RangeQuery {
+            from: Some(50),
+            to: Some(10),
+            step: None,
+        };
         let r = q.resolve(None);
         assert!(r.from < r.to);
     }

@@ -212,7 +212,13 @@ pub async fn flow_series(
     let mut per: Vec<Vec<Vec<i64>>> = vec![vec![Vec::new(); t_ns.len()]; Segment::ALL.len()];
     let mut errs = vec![None; t_ns.len()];
     let mut packets = vec![0; t_ns.len()];
-    for SegValues { ts_ns: ts, vals, err_app_ns: err, .. } in &rows {
+    for SegValues {
+        ts_ns: ts,
+        vals,
+        err_app_ns: err,
+        ..
+    } in &rows
+    {
         let Some(b) = index(*ts) else { continue };
         packets[b] += 1;
         errs[b] = errs[b].max(*err);
@@ -344,7 +350,10 @@ pub async fn packets_around(
         .fetch_all(db)
         .await?,
     );
-    rows.sort_by_key(|r| r.try_get::<i64, _>("ts_ns").map_or(0, |t| (t - at_ns).abs()));
+    rows.sort_by_key(|r| {
+        r.try_get::<i64, _>("ts_ns")
+            .map_or(0, |t| (t - at_ns).abs())
+    });
     rows.truncate(n as usize);
     let mut out = rows
         .iter()
