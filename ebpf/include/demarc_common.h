@@ -22,9 +22,11 @@ const volatile __u64 cfg_sample_threshold = 1ULL << 32; /* record iff key>>32 < 
 const volatile __u16 cfg_port_lo = 0;          /* record iff either port is in range */
 const volatile __u16 cfg_port_hi = 0xffff;
 
+#define DEMARC_RINGBUF_BYTES (8 << 20)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, DEMARC_RINGBUF_BYTES);
 } events SEC(".maps");
 
 struct {
@@ -139,7 +141,14 @@ static __always_inline void demarc_emit(int verdict, const struct demarc_pkt *p,
 	__builtin_memcpy(r->saddr, t->saddr, sizeof(r->saddr));
 	__builtin_memcpy(r->daddr, t->daddr, sizeof(r->daddr));
 	__builtin_memset(r->_pad1, 0, sizeof(r->_pad1));
-	bpf_ringbuf_submit(r, 0);
+	/*
+	 * A wake-up per record costs more than the record: the agent polls on a
+	 * timer and is woken only when a quarter of the buffer is in use.
+	 */
+	bpf_ringbuf_submit(r, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
+					      DEMARC_RINGBUF_BYTES / 4
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
 	demarc_count(point, DEMARC_CNT_RECORDED);
 }
 
