@@ -15,10 +15,20 @@ use demarc_relay::observe::{tai_ns, Direction, Endpoints, PacketObserver, Relaye
 use demarc_relay::turn::Transport;
 use turn_types::AddressFamily;
 
+/// What one `relayed()` call reported.
+#[derive(Debug, Clone)]
+struct Seen {
+    direction: Direction,
+    payload: Vec<u8>,
+    recv: u64,
+    send: u64,
+    peer: SocketAddr,
+}
+
 #[derive(Default)]
 struct Recorder {
     endpoints: Mutex<Option<Endpoints>>,
-    packets: Mutex<Vec<(Direction, Vec<u8>, u64, u64, SocketAddr)>>,
+    packets: Mutex<Vec<Seen>>,
 }
 
 impl PacketObserver for Recorder {
@@ -27,13 +37,13 @@ impl PacketObserver for Recorder {
     }
 
     fn relayed(&self, p: &Relayed<'_>) {
-        self.packets.lock().unwrap().push((
-            p.direction,
-            p.payload.to_vec(),
-            p.recv_tai_ns,
-            p.send_tai_ns,
-            p.peer,
-        ));
+        self.packets.lock().unwrap().push(Seen {
+            direction: p.direction,
+            payload: p.payload.to_vec(),
+            recv: p.recv_tai_ns,
+            send: p.send_tai_ns,
+            peer: p.peer,
+        });
     }
 }
 
@@ -107,19 +117,19 @@ async fn reports_endpoints_and_every_relayed_packet() {
     }
     let after = tai_ns();
     let mut packets = recorder.packets.lock().unwrap().clone();
-    packets.sort_by_key(|p| p.2);
+    packets.sort_by_key(|p| p.recv);
     assert_eq!(packets.len(), 2, "{packets:?}");
-    for ((direction, payload, recv, send, peer), (want_dir, want_payload)) in packets
+    for (seen, (direction, payload)) in packets
         .iter()
         .zip([(Direction::ToPeer, b"ping"), (Direction::ToClient, b"pong")])
     {
         assert_eq!(
-            (*direction, payload.as_slice(), *peer),
-            (want_dir, &want_payload[..], peer_addr)
+            (seen.direction, seen.payload.as_slice(), seen.peer),
+            (direction, &payload[..], peer_addr)
         );
         assert!(
-            before <= *recv && recv <= send && *send <= after,
-            "CLOCK_TAI stamps in order"
+            before <= seen.recv && seen.recv <= seen.send && seen.send <= after,
+            "CLOCK_TAI stamps in order: {seen:?}"
         );
     }
     let metrics = running.metrics().render();
