@@ -169,7 +169,7 @@ impl AppState {
             if let Err(e) = self.step(false).await {
                 tracing::warn!(error = %e, "join pass could not write; will retry");
             }
-            if n % 60 == 0 {
+            if n.is_multiple_of(60) {
                 match self.prune().await {
                     Ok(rows) if rows > 0 => tracing::info!(rows, "retention removed old rows"),
                     Ok(_) => {}

@@ -47,7 +47,7 @@ async fn a_relayed_call_is_joined_split_and_rolled_up(pool: SqlitePool) {
     );
 
     let ab = rtp_flow(&h, "a", "b").await;
-    let now = h.get_json(&format!("/api/v1/overview")).await;
+    let now = h.get_json("/api/v1/overview").await;
     let flows: Vec<&Value> = now["calls"][0]["flows"]
         .as_array()
         .unwrap()
