@@ -11,8 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use demarc_testbed::delayline::clock::{realtime_ns, tune_thread};
+use demarc_testbed::delayline::clock::{realtime_ns, tune_thread, Stamp};
 use demarc_testbed::delayline::log::{self, HoldRecord};
+use demarc_testbed::delayline::LegStats;
 use demarc_testbed::topology::{self, netns, netns_name};
 use demarc_testbed::{Config, DelayLine, Error, Host, Leg, Schedule, Schedules, Topology};
 
@@ -179,6 +180,60 @@ fn bound_socket(topology: &Topology, host: Host) -> UdpSocket {
     netns::run(&topology.netns(host), || Ok(UdpSocket::bind(addr).unwrap())).unwrap()
 }
 
+/// Hypervisor steal above this during the 3 s of traffic (of 6 vCPU-seconds)
+/// stalls even SCHED_FIFO threads for milliseconds.
+const STEAL_LIMIT_TICKS: u64 = 6;
+const ATTEMPTS: usize = 3;
+
+/// One run of the delay line with traffic both ways.
+struct Traffic {
+    epoch: u64,
+    a_to_b: Flow,
+    b_to_a: Flow,
+    stats: Vec<(Leg, LegStats)>,
+    records: Vec<HoldRecord>,
+}
+
+/// Runs the traffic, again when the host disturbed it: then the timing
+/// would describe the host, not the line. The line itself does not mind a
+/// wall-clock step, but the UTC times this test compares do.
+fn traffic(topology: &Topology, config: &Config, a: &UdpSocket, b: &UdpSocket) -> Traffic {
+    let mut attempt = 1;
+    loop {
+        let line = DelayLine::start(topology, config).unwrap();
+        let (steal_before, offset_before) = (steal(), wall_clock_offset());
+        let (a_to_b, b_to_a) = thread::scope(|s| {
+            let ab = s.spawn(|| flow(a, b, 0xaaaa));
+            let ba = s.spawn(|| flow(b, a, 0xbbbb));
+            (ab.join().unwrap(), ba.join().unwrap())
+        });
+        let stolen = steal() - steal_before;
+        let stepped = (wall_clock_offset() - offset_before).abs();
+        let epoch = line.epoch_ns();
+        let stats = line.stop().unwrap();
+        eprintln!(
+            "attempt {attempt}: hypervisor steal {} ms, wall clock stepped {stepped} ns",
+            stolen * 10
+        );
+        if (stolen <= STEAL_LIMIT_TICKS && stepped < MS as i64) || attempt == ATTEMPTS {
+            return Traffic {
+                epoch,
+                a_to_b,
+                b_to_a,
+                stats,
+                records: log::read(&config.log).unwrap(),
+            };
+        }
+        attempt += 1;
+    }
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC: it changes when someone sets the clock.
+fn wall_clock_offset() -> i64 {
+    let now = Stamp::now();
+    now.real_ns as i64 - now.mono_ns as i64
+}
+
 #[test]
 fn one_way_delays_follow_each_direction_schedule() {
     let (_serial, prefix) = setup("delay");
@@ -200,20 +255,13 @@ fn one_way_delays_follow_each_direction_schedule() {
         bound_socket(&topology, Host::A),
         bound_socket(&topology, Host::B),
     );
-    let line = DelayLine::start(&topology, &config).unwrap();
-    let epoch = line.epoch_ns();
-    let steal0 = steal();
-    let (a_to_b, b_to_a) = thread::scope(|s| {
-        let ab = s.spawn(|| flow(&a, &b, 0xaaaa));
-        let ba = s.spawn(|| flow(&b, &a, 0xbbbb));
-        (ab.join().unwrap(), ba.join().unwrap())
-    });
-    eprintln!(
-        "hypervisor steal during the traffic: {} ms",
-        (steal() - steal0) * 10
-    );
-    let stats = line.stop().unwrap();
-    let records = log::read(&config.log).unwrap();
+    let Traffic {
+        epoch,
+        a_to_b,
+        b_to_a,
+        stats,
+        records,
+    } = traffic(&topology, &config, &a, &b);
 
     // Every datagram arrived, and the log holds each once on each leg it crossed.
     for (name, flow) in [("A→B", &a_to_b), ("B→A", &b_to_a)] {
@@ -589,10 +637,9 @@ fn a_second_run_with_the_same_prefix_is_refused() {
 }
 
 /// Pooled over legs or directions. p95 carries the 1 ms bound; p99 only
-/// catches gross faults: on the shared 2-vCPU VM this was written on, the
-/// hypervisor steals 0.3–1.5 % of the time (`steal` in /proc/stat), which
-/// stalls even SCHED_FIFO threads for milliseconds and puts p99 right on
-/// the 1 ms edge. On a quiet machine p99 stays well under 1 ms.
+/// catches gross faults: on the shared 2-vCPU VM this was written on, even
+/// steal under [`STEAL_LIMIT_TICKS`] puts p99 near the 1 ms edge at times.
+/// On a quiet machine p99 stays well under 1 ms.
 fn check_tail(what: &str, v: &[i64]) {
     let mut sorted = v.to_vec();
     sorted.sort_unstable();

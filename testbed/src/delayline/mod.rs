@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use clock::Stamp;
 use line::Core;
 pub use line::LegStats;
 pub use schedule::Schedule;
@@ -49,7 +50,9 @@ pub struct Config {
     pub schedules: Schedules,
     /// The JSONL log; created anew.
     pub log: PathBuf,
-    /// UTC ns that schedule steps count from; `None` for the start.
+    /// UTC ns that schedule steps count from; `None` for the start. It is
+    /// carried onto the monotonic clock once, so setting the wall clock
+    /// later moves no step.
     pub epoch_ns: Option<u64>,
     /// Seeds the jitter draws, so a run can be repeated.
     pub seed: u64,
@@ -85,8 +88,12 @@ impl DelayLine {
             ));
         }
         let (log_tx, log_rx) = mpsc::channel();
+        let now = Stamp::now();
+        let epoch_ns = config.epoch_ns.unwrap_or(now.real_ns);
+        // The epoch moved onto the monotonic clock once, here.
+        let epoch_mono_ns = now.mono_ns as i64 - (now.real_ns as i64 - epoch_ns as i64);
         let mut line = DelayLine {
-            epoch_ns: config.epoch_ns.unwrap_or_else(clock::realtime_ns),
+            epoch_ns,
             // SAFETY: a fresh fd that nothing else owns.
             stop: unsafe { OwnedFd::from_raw_fd(stop) },
             legs: Vec::new(),
@@ -98,7 +105,7 @@ impl DelayLine {
             let tun = Arc::new(tun::attach(&topology.netns(leg.wan()), leg.tun())?);
             let core = Core::new(
                 config.schedules.get(leg).clone(),
-                line.epoch_ns,
+                epoch_mono_ns,
                 config.seed ^ i as u64,
             );
             let (held_tx, held_rx) = mpsc::channel();
