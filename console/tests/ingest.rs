@@ -297,3 +297,27 @@ async fn a_newer_schema_is_a_clear_error() {
     store::open(&fresh).await.unwrap();
     assert!(fresh.exists());
 }
+
+/// Spooled batches replayed hours later are judged by their own `sent_at_ns`
+/// (docs/ingest.md) and still join, since the join window runs over arrival.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_old_replay_is_accepted_and_joined_but_a_future_batch_is_422(pool: SqlitePool) {
+    let h = Harness::new(pool).await;
+    let three_hours_ago = store::now_ns() as u64 - 3 * 3_600_000_000_000;
+    let s = demarc_console::synth::Scenario::new(three_hours_ago, 2);
+    h.ingest_all(&s.batches(1000)).await;
+    let joined: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packets WHERE app_ns IS NOT NULL")
+        .fetch_one(h.db())
+        .await
+        .unwrap();
+    assert_eq!(joined, 2 * 50 * 2 + 2 * 2);
+
+    let mut b = recent(1).batches(1000)[0].clone();
+    b.batch_id = demarc_proto::ingest::batch_id(&b.probe.id, 999);
+    b.sent_at_ns += 2 * 3_600_000_000_000;
+    for r in &mut b.records {
+        r.ts_ns += 2 * 3_600_000_000_000;
+    }
+    let (s, body) = h.post(&b).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
