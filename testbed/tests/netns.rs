@@ -47,6 +47,16 @@ fn schedule(s: &str) -> Schedule {
     s.parse().unwrap()
 }
 
+/// A line that logs into `dir`, its steps counted from its start.
+fn config(dir: &tempfile::TempDir, schedules: Schedules) -> Config {
+    Config {
+        schedules,
+        log: dir.path().join("holds.jsonl"),
+        epoch_ns: None,
+        seed: 1,
+    }
+}
+
 /// An RTP-shaped datagram (so it is media with a key) that carries its
 /// sequence number and send time.
 fn datagram(ssrc: u32, seq: u16, sent_ns: u64) -> Vec<u8> {
@@ -245,12 +255,7 @@ fn one_way_delays_follow_each_direction_schedule() {
         b_to_relay: schedule("20ms"),
         relay_to_a: schedule("15ms"),
     };
-    let config = Config {
-        schedules: schedules.clone(),
-        log: dir.path().join("holds.jsonl"),
-        epoch_ns: None,
-        seed: 1,
-    };
+    let config = config(&dir, schedules.clone());
     let (a, b) = (
         bound_socket(&topology, Host::A),
         bound_socket(&topology, Host::B),
@@ -481,17 +486,13 @@ fn ping_round_trip_is_the_sum_of_the_four_legs() {
     let (_serial, prefix) = setup("ping");
     let topology = Topology::up(&prefix).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        schedules: Schedules {
-            a_to_relay: schedule("10ms"),
-            relay_to_b: schedule("10ms"),
-            b_to_relay: schedule("20ms"),
-            relay_to_a: schedule("15ms"),
-        },
-        log: dir.path().join("holds.jsonl"),
-        epoch_ns: None,
-        seed: 1,
+    let schedules = Schedules {
+        a_to_relay: schedule("10ms"),
+        relay_to_b: schedule("10ms"),
+        b_to_relay: schedule("20ms"),
+        relay_to_a: schedule("15ms"),
     };
+    let config = config(&dir, schedules);
     let line = DelayLine::start(&topology, &config).unwrap();
     let mut rtts = ping(&topology.netns(Host::A), Host::B.address(), 5);
     line.stop().unwrap();
