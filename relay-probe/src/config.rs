@@ -293,10 +293,15 @@ impl Config {
             all.extend(args[1..].iter().cloned());
             Cli::try_parse_from(all)?
         };
-        Ok((Self::from_cli(cli)?, unknown))
+        Ok((Self::from_cli(cli, default_route_source)?, unknown))
     }
 
-    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+    /// Validates `cli`. `route_source` finds the address a wildcard listener
+    /// relays from when no `relay-ip` is given (coturn picks one too).
+    pub fn from_cli(
+        cli: Cli,
+        route_source: fn(IpAddr) -> Option<IpAddr>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
         let mut users = HashMap::new();
         for entry in &cli.user {
@@ -373,7 +378,16 @@ impl Config {
                 })
         };
         let relay_ips: Vec<IpAddr> = if cli.relay_ip.is_empty() {
-            listening_ips.iter().copied().filter(advertised).collect()
+            let mut ips: Vec<IpAddr> = listening_ips
+                .iter()
+                .map(|&ip| match ip {
+                    ip if advertised(&ip) => ip,
+                    wildcard => route_source(wildcard).unwrap_or(wildcard),
+                })
+                .filter(advertised)
+                .collect();
+            ips.dedup();
+            ips
         } else {
             cli.relay_ip.clone()
         };
@@ -427,6 +441,23 @@ impl Config {
             drain_timeout: Duration::from_secs(cli.drain_timeout),
         })
     }
+}
+
+/// The source address of the default route for `wildcard`'s family: what a
+/// connected UDP socket is given. `connect` on UDP sends no packet.
+fn default_route_source(wildcard: IpAddr) -> Option<IpAddr> {
+    let (bind, probe): (SocketAddr, SocketAddr) = if wildcard.is_ipv4() {
+        (([0, 0, 0, 0], 0).into(), ([203, 0, 113, 1], 9).into())
+    } else {
+        (
+            (Ipv6Addr::UNSPECIFIED, 0).into(),
+            ("2001:db8::1".parse::<Ipv6Addr>().ok()?, 9).into(),
+        )
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
 fn parse_external(s: &str) -> Option<ExternalIp> {
@@ -610,7 +641,6 @@ mobility
                 "use-auth-secret\nlistening-ip=127.0.0.1\n",
                 "static-auth-secret",
             ),
-            ("user=a:b\nlistening-ip=0.0.0.0\n", "relay-ip"),
             ("user=a:b\nlistening-ip=127.0.0.1\ncert=/x.pem\n", "pkey"),
             (
                 "user=a:b\nlistening-ip=127.0.0.1\nmin-port=600\nmax-port=500\n",
@@ -631,13 +661,31 @@ mobility
         }
     }
 
+    fn from_args(
+        args: &[&str],
+        route: fn(IpAddr) -> Option<IpAddr>,
+    ) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from([&["demarc-relay"], args].concat()).unwrap();
+        Config::from_cli(cli, route)
+    }
+
     #[test]
-    fn wildcard_relay_needs_an_external_ip() {
-        let (config, _) = load(
-            "user=a:b\nexternal-ip=198.51.100.1\nlistening-ip=0.0.0.0\n",
-            &[],
-        )
+    fn wildcard_listeners_relay_from_the_default_route_or_external_ip() {
+        let args = ["--user", "a:b", "-L", "0.0.0.0", "-L", "::"];
+        let err = from_args(&args, |_| None).unwrap_err().to_string();
+        assert!(err.contains("relay-ip"), "{err}");
+        let config = from_args(&args, |ip| {
+            Some(if ip.is_ipv4() {
+                "192.0.2.2".parse().unwrap()
+            } else {
+                "fd00::2".parse().unwrap()
+            })
+        })
         .unwrap();
+        let expected: Vec<IpAddr> = vec!["192.0.2.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        assert_eq!(config.relay_ips, expected);
+        let natted = [&args[..2], &["-L", "0.0.0.0", "-X", "198.51.100.1"]].concat();
+        let config = from_args(&natted, |_| None).unwrap();
         assert_eq!(config.relay_ips, vec!["0.0.0.0".parse::<IpAddr>().unwrap()]);
     }
 

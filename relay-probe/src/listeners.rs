@@ -27,8 +27,11 @@ use crate::Error;
 
 /// Open TCP/TLS client connections at most; more are refused at accept.
 const MAX_STREAMS: usize = 4096;
-/// A stream that holds no allocation is closed after this much silence.
+/// A stream that holds no allocation is closed after this much silence, or
+/// when it starts a frame longer than any request a client sends before it
+/// has an allocation: trickled giant frames cannot pin memory.
 const UNALLOCATED_IDLE: Duration = Duration::from_secs(30);
+const UNALLOCATED_MAX_FRAME: usize = 4096;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one stream client before its relayed packets are dropped.
 const STREAM_QUEUE: usize = 512;
@@ -462,7 +465,7 @@ where
     });
 
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16384];
+    let mut chunk = vec![0u8; 4096];
     'conn: loop {
         let idle = !lock(&shared.core).has_allocation(client);
         let read = reader.read(&mut chunk);
@@ -483,6 +486,10 @@ where
         loop {
             let len = match framing::stream_frame(&buf) {
                 Frame::Complete(len) => len,
+                Frame::Partial if idle && buf.len() > UNALLOCATED_MAX_FRAME => {
+                    shared.metrics.dropped("stream_oversized");
+                    break 'conn;
+                }
                 Frame::Partial => break,
                 Frame::Invalid => {
                     shared.metrics.dropped("stream_garbage");

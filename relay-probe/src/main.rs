@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use demarc_relay::config::Config;
 use demarc_relay::listeners;
@@ -5,8 +7,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // key=value fields; colours only for a person at a terminal, not journald.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let (config, unknown) = Config::load(std::env::args_os()).unwrap_or_else(|e| match e {
         demarc_relay::config::ConfigError::Args(e) => e.exit(),

@@ -363,7 +363,7 @@ impl Server {
             .map(|(k, _)| *k)
             .collect();
         for client in expired {
-            self.remove(client, relays);
+            self.remove(client, relays, "expired");
         }
         self.reservations.retain(|_, (addr, expires)| {
             let keep = *expires > now;
@@ -384,11 +384,18 @@ impl Server {
 
     /// A stream client went away: its allocation goes with it (RFC 8656 §3.1).
     pub fn client_closed(&mut self, client: FiveTuple, relays: &mut dyn RelaySockets) {
-        self.remove(client, relays);
+        self.remove(client, relays, "connection closed");
     }
 
-    fn remove(&mut self, client: FiveTuple, relays: &mut dyn RelaySockets) {
+    fn remove(&mut self, client: FiveTuple, relays: &mut dyn RelaySockets, why: &str) {
         if let Some(allocation) = self.allocations.remove(&client) {
+            tracing::info!(
+                ?client,
+                user = allocation.username,
+                relays = ?allocation.relays,
+                why,
+                "allocation ended"
+            );
             for relay in &allocation.relays {
                 self.by_relay.remove(relay);
                 relays.close(*relay);
@@ -796,6 +803,13 @@ impl Server {
                 down: bucket,
             },
         );
+        tracing::info!(
+            client = ?from,
+            user = caller.username,
+            relays = ?opened,
+            lifetime_s = lifetime.as_secs(),
+            "allocation created"
+        );
         self.metrics.allocation_created();
         self.metrics.set_allocations(self.allocations.len());
         Ok(Success::Allocated {
@@ -843,7 +857,7 @@ impl Server {
         }
         let lifetime = self.lifetime(msg.attribute::<Lifetime>().ok(), false);
         if lifetime.is_zero() {
-            self.remove(from, relays);
+            self.remove(from, relays, "deleted");
             return Ok(Success::Lifetime(0));
         }
         if let Some(allocation) = self.allocations.get_mut(&from) {
