@@ -81,12 +81,14 @@ impl DelayLine {
         let log_file = File::create(&config.log)
             .map_err(Error::io(format!("creating {}", config.log.display())))?;
         // SAFETY: eventfd returns a new fd or -1.
-        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if stop < 0 {
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if raw < 0 {
             return Err(Error::io("creating an eventfd")(
                 std::io::Error::last_os_error(),
             ));
         }
+        // SAFETY: a fresh fd that nothing else owns.
+        let stop = unsafe { OwnedFd::from_raw_fd(raw) };
         let (log_tx, log_rx) = mpsc::channel();
         let now = Stamp::now();
         let epoch_ns = config.epoch_ns.unwrap_or(now.real_ns);
@@ -94,8 +96,7 @@ impl DelayLine {
         let epoch_mono_ns = now.mono_ns as i64 - (now.real_ns as i64 - epoch_ns as i64);
         let mut line = DelayLine {
             epoch_ns,
-            // SAFETY: a fresh fd that nothing else owns.
-            stop: unsafe { OwnedFd::from_raw_fd(stop) },
+            stop,
             legs: Vec::new(),
             log: Some(log_tx),
             logger: Some(spawn("dl-log", move || log::write_all(log_file, log_rx))?),

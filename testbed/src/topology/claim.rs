@@ -55,10 +55,12 @@ impl Claim {
             match fs::hard_link(&draft, &path) {
                 // A live owner makes `existing` fail; a dead one's leftovers go.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => match existing(prefix) {
-                    Ok(Some(stale)) => {
-                        let removed = stale.clear()?;
-                        tracing::info!("removed leftovers of a run that died: {removed:?}");
-                    }
+                    Ok(Some(stale)) => match stale.clear() {
+                        Ok(removed) => {
+                            tracing::info!("removed leftovers of a run that died: {removed:?}")
+                        }
+                        Err(e) => break Err(e),
+                    },
                     Ok(None) => {}
                     Err(e) => break Err(e),
                 },
