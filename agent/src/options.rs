@@ -10,7 +10,6 @@ pub struct ProbeOptions {
     #[arg(
         long = "iface",
         value_name = "IFACE",
-        required = true,
         value_delimiter = ',',
         env = "DEMARC_IFACE"
     )]

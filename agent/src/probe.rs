@@ -43,6 +43,11 @@ impl Prepared {
     /// Checks the kernel, namespace, interfaces, clock, state and outputs, in
     /// that order, so the first problem is the one reported.
     pub fn new(opts: ProbeOptions, program: &str) -> Result<Self> {
+        if opts.ifaces.is_empty() {
+            return Err(Error::Option(
+                "give --iface IFACE: the interface(s) whose traffic is measured".into(),
+            ));
+        }
         attach::preflight()?;
         let netns = match &opts.netns {
             Some(name) => Netns::named(name)?,

@@ -73,7 +73,6 @@ mod tests {
             &["--iface", "e", "--ports", "x"],
             &["--iface", "e", "--output", "csv:/tmp/x"],
             &["--iface", "e", "--console", "http://x"],
-            &[],
         ] {
             let argv = std::iter::once("demarc-probe").chain(args.iter().copied());
             assert!(Cli::try_parse_from(argv).is_err(), "{args:?} accepted");

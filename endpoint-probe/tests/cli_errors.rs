@@ -51,6 +51,7 @@ fn bad_input_is_one_clear_line_and_a_failure() {
         ),
         (vec!["--iface", "lo"], "nothing to do"),
         (vec!["--iface", "lo", "--sample-rate", "2", out], "sample"),
+        (vec![out], "give --iface"),
     ] {
         let (ok, stderr) = probe(&args);
         assert!(!ok, "{args:?} succeeded");
