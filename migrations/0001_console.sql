@@ -43,6 +43,22 @@ CREATE TABLE clock_history (
 );
 CREATE INDEX clock_history_probe ON clock_history(probe_id, at_ns);
 
+-- Per-point counters as each batch reported them (cumulative since the probe
+-- started); the console takes differences, treating a decrease as a restart.
+CREATE TABLE point_counters (
+    probe_id        TEXT    NOT NULL REFERENCES probes(id),
+    at_ns           INTEGER NOT NULL,
+    point           TEXT    NOT NULL,
+    seen            INTEGER NOT NULL,
+    media           INTEGER NOT NULL,
+    recorded        INTEGER NOT NULL,
+    parse_fail      INTEGER NOT NULL,
+    ringbuf_full    INTEGER NOT NULL,
+    map_full        INTEGER NOT NULL,
+    read_fail       INTEGER NOT NULL
+);
+CREATE INDEX point_counters_probe ON point_counters(probe_id, at_ns);
+
 -- Accepted batch ids, for idempotent retries.
 CREATE TABLE batches (
     batch_id    TEXT    PRIMARY KEY,

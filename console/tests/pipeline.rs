@@ -289,7 +289,7 @@ async fn retention_removes_old_rows_and_keeps_rollups_longer(pool: SqlitePool) {
     store::retention::prune(&pool, now + 48 * H, Retention::default())
         .await
         .unwrap();
-    for t in ["packets", "dwells", "rtts", "batches"] {
+    for t in ["packets", "dwells", "rtts", "batches", "point_counters"] {
         assert_eq!(h.count(t).await, 0, "{t}");
     }
     assert_eq!(h.count("rollups").await, rollups);
@@ -379,6 +379,13 @@ async fn every_page_renders_and_unknown_things_are_404(pool: SqlitePool) {
         metrics.contains("segment=\"app\",quantile=\"0.99\"}"),
         "{metrics}"
     );
+    for needle in [
+        "demarc_probe_point_packets_total{probe=\"relay\",point=\"relay_in\",counter=\"ringbuf_full\"} 0",
+        "demarc_probe_clock_synchronized{probe=\"a\",id=\"",
+        "demarc_ingest_records_total ",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in {metrics}");
+    }
     assert_eq!(h.get("/healthz").await, (StatusCode::OK, "ok\n".to_owned()));
 }
 

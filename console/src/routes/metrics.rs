@@ -109,6 +109,8 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     }
     let _ = writeln!(o, "# HELP demarc_join_pending_keys Keys waiting for more records.\n# TYPE demarc_join_pending_keys gauge\ndemarc_join_pending_keys {pending}");
 
+    probe_metrics(&mut o, &crate::store::query::probes(&st.db).await?);
+
     let to = super::api::extent(&st).await?.map_or(0, |e| e.1) + 1;
     let flows = crate::store::query::flows_since(&st.db, to - 60_000_000_000).await?;
     let _ = writeln!(
@@ -150,4 +152,42 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         )],
         o,
     ))
+}
+
+/// Clock state, last report and the per-point counters of every probe (as
+/// reported: cumulative since the probe started, so they reset with it).
+fn probe_metrics(o: &mut String, probes: &[crate::store::query::ProbeRow]) {
+    let gauges: [(&str, &str, fn(&crate::store::query::ProbeRow) -> f64); 3] = [
+        ("demarc_probe_clock_synchronized", "1 when the probe's kernel clock is synchronised.", |p| f64::from(u8::from(p.clock_synced))),
+        ("demarc_probe_clock_maxerror_seconds", "The probe's clock maxerror.", |p| p.clock_maxerror_ns as f64 / 1e9),
+        ("demarc_probe_last_batch_timestamp_seconds", "When the probe's last batch arrived (UTC).", |p| p.last_seen_ns as f64 / 1e9),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for p in probes {
+            let _ = writeln!(o, "{name}{{probe=\"{}\",id=\"{}\"}} {}", esc(&p.name), esc(&p.id), value(p));
+        }
+    }
+    let name = "demarc_probe_point_packets_total";
+    let _ = writeln!(o, "# HELP {name} Per-point counters reported by probes.\n# TYPE {name} counter");
+    for p in probes {
+        let Some(h) = &p.health else { continue };
+        for (point, c) in &h.points {
+            for (counter, v) in [
+                ("seen", c.seen),
+                ("media", c.media),
+                ("recorded", c.recorded),
+                ("parse_fail", c.parse_fail),
+                ("ringbuf_full", c.ringbuf_full),
+                ("map_full", c.map_full),
+                ("read_fail", c.read_fail),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "{name}{{probe=\"{}\",point=\"{point}\",counter=\"{counter}\"}} {v}",
+                    esc(&p.name)
+                );
+            }
+        }
+    }
 }

@@ -123,8 +123,9 @@ pub struct ProbeView {
     pub clock: String,
     pub hooks: Vec<demarc_proto::ingest::HookStatus>,
     pub fallbacks: Vec<String>,
-    /// point, seen, media, recorded, then the loss counters.
-    pub points: Vec<(String, [u64; 7])>,
+    /// Point, then seen, media, recorded and the loss counters: cumulative as
+    /// reported, and their increase over the last 10 minutes of reports.
+    pub points: Vec<(String, [u64; 7], [u64; 7])>,
     pub programs: Vec<demarc_proto::ingest::ProgramStats>,
     pub spool: String,
     /// Polyline points of maxerror over the clock history (0..200 × 0..40).
@@ -145,18 +146,9 @@ impl ProbeView {
             .points
             .iter()
             .map(|(pt, c)| {
-                (
-                    pt.to_string(),
-                    [
-                        c.seen,
-                        c.media,
-                        c.recorded,
-                        c.parse_fail,
-                        c.ringbuf_full,
-                        c.map_full,
-                        c.read_fail,
-                    ],
-                )
+                let total = [c.seen, c.media, c.recorded, c.parse_fail, c.ringbuf_full, c.map_full, c.read_fail];
+                let recent = p.recent.get(pt.as_str()).copied().unwrap_or_default();
+                (pt.to_string(), total, recent)
             })
             .collect();
         // The history plus "now", so one state still draws a line.

@@ -106,6 +106,21 @@ pub async fn store(
         .execute(&mut *tx)
         .await?;
     }
+    for (point, c) in &b.health.points {
+        let v = [c.seen, c.media, c.recorded, c.parse_fail, c.ringbuf_full, c.map_full, c.read_fail];
+        let mut q = sqlx::query(
+            "INSERT INTO point_counters (probe_id, at_ns, point, seen, media, recorded, parse_fail,
+                ringbuf_full, map_full, read_fail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.probe.id)
+        .bind(now_ns)
+        .bind(point.as_str());
+        for n in v {
+            // Counters stay far below 2^63 in any probe's lifetime.
+            q = q.bind(n.min(i64::MAX as u64) as i64);
+        }
+        q.execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(Stored::Accepted)
 }

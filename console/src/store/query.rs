@@ -643,6 +643,43 @@ pub struct ProbeRow {
     pub health: Option<demarc_proto::ingest::Health>,
     /// (at_ns, synced, maxerror_ns), newest last.
     pub clock_history: Vec<(i64, bool, i64)>,
+    /// Per point: increase of seen, media, recorded, parse_fail, ringbuf_full,
+    /// map_full, read_fail over the last `RECENT_COUNTERS_NS` of reports.
+    pub recent: BTreeMap<String, [u64; 7]>,
+}
+
+/// How far back the probes page looks for counter increases.
+pub const RECENT_COUNTERS_NS: i64 = 600_000_000_000;
+
+/// Increase of cumulative counters over a series of samples; a decrease is a
+/// probe restart, after which the new value is all increase (as Prometheus'
+/// `increase()` treats resets).
+pub fn increase(samples: &[[u64; 7]]) -> [u64; 7] {
+    let mut out = [0; 7];
+    for w in samples.windows(2) {
+        for i in 0..7 {
+            out[i] += if w[1][i] >= w[0][i] { w[1][i] - w[0][i] } else { w[1][i] };
+        }
+    }
+    out
+}
+
+async fn recent_counters(db: &SqlitePool, probe: &str) -> Result<BTreeMap<String, [u64; 7]>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT point, seen, media, recorded, parse_fail, ringbuf_full, map_full, read_fail
+         FROM point_counters WHERE probe_id = ?1
+           AND at_ns >= (SELECT MAX(at_ns) FROM point_counters WHERE probe_id = ?1) - ?2
+         ORDER BY at_ns",
+    )
+    .bind(probe)
+    .bind(RECENT_COUNTERS_NS)
+    .fetch_all(db)
+    .await?;
+    let mut per: BTreeMap<String, Vec<[u64; 7]>> = BTreeMap::new();
+    for (point, a, b, c, d, e, f, g) in rows {
+        per.entry(point).or_default().push([a, b, c, d, e, f, g].map(|v| v.max(0) as u64));
+    }
+    Ok(per.into_iter().map(|(p, v)| (p, increase(&v))).collect())
 }
 
 pub async fn probes(db: &SqlitePool) -> Result<Vec<ProbeRow>, sqlx::Error> {
@@ -664,7 +701,9 @@ pub async fn probes(db: &SqlitePool) -> Result<Vec<ProbeRow>, sqlx::Error> {
         .fetch_all(db)
         .await?;
         let health: String = r.try_get("health_json")?;
+        let recent = recent_counters(db, &id).await?;
         out.push(ProbeRow {
+            recent,
             id,
             name: r.try_get("name")?,
             kind: r.try_get("kind")?,
@@ -684,4 +723,18 @@ pub async fn probes(db: &SqlitePool) -> Result<Vec<ProbeRow>, sqlx::Error> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_increase_survives_a_probe_restart() {
+        let s = |v: u64| [v, 0, 0, 0, 0, 0, v / 10];
+        assert_eq!(increase(&[s(100)]), [0; 7]);
+        assert_eq!(increase(&[s(100), s(150), s(400)]), s(300));
+        // Restart after 150: the counters start again from 0 and reach 30.
+        assert_eq!(increase(&[s(100), s(150), s(30)]), [80, 0, 0, 0, 0, 0, 8]);
+    }
 }

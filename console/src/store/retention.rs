@@ -4,7 +4,7 @@ use sqlx::SqlitePool;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// Per-packet rows, dwells, RTTs and batch ids.
+    /// Per-packet rows, dwells, RTTs, batch ids and point counter samples.
     pub raw_ns: i64,
     /// Rollups, coverage, clock history, and flows with nothing left.
     pub rollup_ns: i64,
@@ -24,11 +24,12 @@ impl Default for Retention {
 pub async fn prune(db: &SqlitePool, now_ns: i64, r: Retention) -> Result<u64, sqlx::Error> {
     let raw = now_ns - r.raw_ns;
     let old = now_ns - r.rollup_ns;
-    let statements: [(&str, i64); 8] = [
+    let statements: [(&str, i64); 9] = [
         ("DELETE FROM packets WHERE ts_ns < ?", raw),
         ("DELETE FROM dwells WHERE ts_ns < ?", raw),
         ("DELETE FROM rtts WHERE ts_ns < ?", raw),
         ("DELETE FROM batches WHERE received_ns < ?", raw),
+        ("DELETE FROM point_counters WHERE at_ns < ?", raw),
         ("DELETE FROM rollups WHERE minute_ns < ?", old),
         ("DELETE FROM coverage WHERE minute_ns < ?", old),
         ("DELETE FROM clock_history WHERE at_ns < ?", old),
