@@ -405,6 +405,19 @@ mod tests {
     }
 
     #[test]
+    fn each_leg_steers_an_interface_its_wan_has() {
+        for leg in Leg::ALL {
+            let ends = LINKS.iter().flat_map(|(l, r)| [l, r]);
+            assert_eq!(
+                ends.filter(|e| e.host == leg.wan() && e.iface == leg.arrives_on())
+                    .count(),
+                1,
+                "{leg}"
+            );
+        }
+    }
+
+    #[test]
     fn each_wan_has_one_leg_per_tun() {
         for wan in [Host::WanA, Host::WanB] {
             let mut tuns: Vec<_> = Leg::ALL
