@@ -16,7 +16,6 @@ use crate::{Error, Result};
 /// returned file works from any thread.
 pub fn attach(ns: &str, name: &str) -> Result<File> {
     netns::run(ns, || {
-        let what = || format!("attaching to TUN {name} in {ns}");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -28,18 +27,17 @@ pub fn attach(ns: &str, name: &str) -> Result<File> {
             })?;
         // SAFETY: ifreq is plain data; all-zero is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        let bytes = name.as_bytes();
-        if bytes.len() >= req.ifr_name.len() {
-            return Err(Error::io(what())(std::io::ErrorKind::InvalidInput.into()));
-        }
-        for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        // The topology's TUN names are short constants; the last byte stays NUL.
+        debug_assert!(name.len() < req.ifr_name.len());
+        for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
             *dst = src as libc::c_char;
         }
         req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
         // SAFETY: a valid fd and a valid, NUL-terminated ifreq for TUNSETIFF.
         if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &req) } != 0 {
             // EBUSY here means another delay line holds the device.
-            return Err(Error::io(what())(std::io::Error::last_os_error()));
+            let what = format!("attaching to TUN {name} in {ns}");
+            return Err(Error::io(what)(std::io::Error::last_os_error()));
         }
         Ok(file)
     })
