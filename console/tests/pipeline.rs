@@ -358,6 +358,11 @@ async fn every_page_renders_and_unknown_things_are_404(pool: SqlitePool) {
         assert_eq!(s, StatusCode::OK, "{path}");
         assert!(body.contains(needle), "{path}: no {needle:?} in {body}");
     }
+    // Range links: the charts get the page's range as an explicit query.
+    let (s, body) = h.get(&format!("/flows/{ab}?span=300")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("/series?from="), "{body}");
+    assert!(body.contains("class=\"on\">5 min</a>"), "{body}");
     for path in [
         "/flows/999",
         "/pairs/a/zz",

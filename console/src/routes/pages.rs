@@ -2,11 +2,11 @@
 //! `static/app.js` fills from the JSON API; tables are rendered here.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Html;
 
 use super::api::{self, Call};
-use super::range::RangeQuery;
+use super::range::{Range, RangeQuery, SPANS};
 use crate::error::AppError;
 use crate::fmt::{age, bound, ms, opt_ms, utc};
 use crate::segment::Segment;
@@ -40,6 +40,21 @@ fn clock_note(s: &FlowSummary) -> String {
         0 => bound(s.app_err_ns),
         n => format!("{} · {n} packets UNSYNCHRONISED", bound(s.app_err_ns)),
     }
+}
+
+/// The range links above a page's charts, and the range as a query string
+/// that every chart of the page uses.
+pub struct Ranges {
+    pub query: String,
+    /// Label, link (relative: only the query changes) and whether it is shown.
+    pub links: Vec<(&'static str, String, bool)>,
+}
+
+fn ranges(q: &RangeQuery, r: &Range) -> Ranges {
+    let explicit = q.from.is_some() || q.span.is_some();
+    let mut links = vec![("follow the data", "?".to_owned(), !explicit)];
+    links.extend(SPANS.iter().map(|&(label, s)| (label, format!("?span={s}"), q.from.is_none() && q.span == Some(s))));
+    Ranges { query: r.query(), links }
 }
 
 /// One stacked-bar part: a segment's share of the median App-to-App.
@@ -263,6 +278,7 @@ fn seg_row(s: Segment, m: &Summary) -> SegRow {
 #[derive(Template)]
 #[template(path = "flow.html")]
 struct FlowPage {
+    ranges: Ranges,
     nav: Nav,
     title: String,
     flow: Flow,
@@ -273,11 +289,12 @@ struct FlowPage {
     unsynced: bool,
 }
 
-pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>) -> Page {
+pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>, Query(q): Query<RangeQuery>) -> Page {
     let flow = api::flow_or_404(&st, id).await?;
-    let r = RangeQuery::default().resolve(Some((flow.first_ns, flow.last_ns)));
+    let r = q.resolve(Some((flow.first_ns, flow.last_ns)));
     let summary = query::segment_summaries(&st.db, id, r.from, r.to).await?;
     render(FlowPage {
+        ranges: ranges(&q, &r),
         nav: nav(&st).await?,
         title: format!("{} → {} {}", flow.tx_host, flow.rx_host, flow.label()),
         via: flow.via(),
@@ -296,6 +313,7 @@ pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>) -> Page {
 #[derive(Template)]
 #[template(path = "pair.html")]
 struct PairPage {
+    ranges: Ranges,
     nav: Nav,
     title: String,
     a: String,
@@ -321,9 +339,13 @@ fn median_of(v: &[Option<i64>]) -> Option<i64> {
     crate::store::rollup::summarize(&mut x).map(|s| s.p50_ns)
 }
 
-pub async fn pair(State(st): State<AppState>, Path((a, b)): Path<(String, String)>) -> Page {
+pub async fn pair(
+    State(st): State<AppState>,
+    Path((a, b)): Path<(String, String)>,
+    Query(q): Query<RangeQuery>,
+) -> Page {
     let extent = api::pair_extent(&st, &a, &b).await?;
-    let r = RangeQuery::default().resolve(Some(extent));
+    let r = q.resolve(Some(extent));
     let d = query::direction(&st.db, &a, &b, r.from, r.to, r.step).await?;
     // The verdict is about now: the last minute of data; the charts show history.
     let k = d.t_ns.partition_point(|&t| t < r.to - NOW_NS);
@@ -350,6 +372,7 @@ pub async fn pair(State(st): State<AppState>, Path((a, b)): Path<(String, String
         _ => "Not enough data in both directions yet.".into(),
     };
     render(PairPage {
+        ranges: ranges(&q, &r),
         nav: nav(&st).await?,
         title: format!("{a} ⇄ {b}"),
         window: format!("{} – {}", utc(r.from), utc(r.to)),
@@ -371,6 +394,7 @@ pub async fn pair(State(st): State<AppState>, Path((a, b)): Path<(String, String
 #[derive(Template)]
 #[template(path = "relay.html")]
 struct RelayPage {
+    ranges: Ranges,
     nav: Nav,
     title: String,
     host: String,
@@ -379,8 +403,12 @@ struct RelayPage {
     dwell: RelayDwell,
 }
 
-pub async fn relay(State(st): State<AppState>, Path(host): Path<String>) -> Page {
-    let r = RangeQuery::default().resolve(Some(api::relay_extent(&st, &host).await?));
+pub async fn relay(
+    State(st): State<AppState>,
+    Path(host): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Page {
+    let r = q.resolve(Some(api::relay_extent(&st, &host).await?));
     let dwell = query::relay_dwell(&st.db, &host, r.from, r.to).await?;
     let rows = dwell
         .directions
@@ -393,6 +421,7 @@ pub async fn relay(State(st): State<AppState>, Path(host): Path<String>) -> Page
         })
         .collect();
     render(RelayPage {
+        ranges: ranges(&q, &r),
         nav: nav(&st).await?,
         title: format!("Relay {host}"),
         window: format!("{} – {}", utc(r.from), utc(r.to)),

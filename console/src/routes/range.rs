@@ -18,7 +18,12 @@ pub struct RangeQuery {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub step: Option<i64>,
+    /// Seconds before `to`, instead of `from` (the pages' range links).
+    pub span: Option<i64>,
 }
+
+/// The range links on the pages: label and span in seconds.
+pub const SPANS: [(&str, i64); 5] = [("5 min", 300), ("15 min", 900), ("1 h", 3_600), ("6 h", 21_600), ("24 h", 86_400)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -27,15 +32,24 @@ pub struct Range {
     pub step: i64,
 }
 
+impl Range {
+    /// The same range as a query string, so every chart of a page agrees.
+    pub fn query(&self) -> String {
+        format!("from={}&to={}&step={}", self.from, self.to, self.step)
+    }
+}
+
 impl RangeQuery {
     pub fn resolve(&self, extent: Extent) -> Range {
         let now = crate::store::now_ns();
         let (oldest, newest) = extent.unwrap_or((now, now));
         let to = self.to.unwrap_or((newest / S + 1) * S);
-        let from = self
-            .from
-            .unwrap_or((to - DEFAULT_SPAN_NS).max(oldest / S * S))
-            .min(to - 1);
+        let from = match (self.from, self.span) {
+            (Some(from), _) => from,
+            (None, Some(span)) => to - span.max(1) * S,
+            (None, None) => (to - DEFAULT_SPAN_NS).max(oldest / S * S),
+        }
+        .min(to - 1);
         let floor = ((to - from) / MAX_BUCKETS).max(1_000_000);
         let step = self.step.unwrap_or(S).max(floor);
         Range { from, to, step }
@@ -64,14 +78,20 @@ mod tests {
             from: Some(0),
             to: Some(10_000 * S),
             step: Some(1),
+            span: None,
         };
         assert_eq!(q.resolve(None).step, 10 * S);
         let q = RangeQuery {
             from: Some(50),
             to: Some(10),
             step: None,
+            span: None,
         };
         let r = q.resolve(None);
         assert!(r.from < r.to);
+        let q = RangeQuery { span: Some(3_600), ..RangeQuery::default() };
+        let r = q.resolve(Some((100 * S, 7_200 * S)));
+        assert_eq!((r.from, r.to, r.step), (3_601 * S, 7_201 * S, 3_600_000_000));
+        assert_eq!(r.query(), format!("from={}&to={}&step=3600000000", r.from, r.to));
     }
 }
