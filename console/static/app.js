@@ -129,7 +129,7 @@ function drawWaterfall(el, rows) {
   if (!rows.length) return message(el, "No packets here.");
   const spans = rows.map((r) => r.path[r.path.length - 1][2] - r.path[0][2]);
   const maxNs = Math.max(1, ...spans);
-  const W = Math.max(500, el.clientWidth - 8), left = 190, right = 20, rowH = 16, top = 22;
+  const W = Math.max(500, el.clientWidth - 8), left = 190, right = 110, rowH = 16, top = 22;
   const H = top + rows.length * rowH + 8;
   const x = (ns) => left + (W - left - right) * ns / maxNs;
   const s = svg("svg", { class: "waterfall", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
