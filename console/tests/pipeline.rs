@@ -467,3 +467,29 @@ async fn an_unsynchronised_probe_marks_its_cross_host_segments(pool: SqlitePool)
     let (_, probes) = h.get("/probes").await;
     assert!(probes.contains("UNSYNCHRONISED"));
 }
+
+/// The join's writer meets a locked database: the closed packets are kept and
+/// written by the next pass, none lost.
+#[sqlx::test(migrations = "../migrations")]
+async fn joined_packets_survive_a_locked_database(
+    pool_opts: sqlx::sqlite::SqlitePoolOptions,
+    opts: sqlx::sqlite::SqliteConnectOptions,
+) {
+    let pool = pool_opts
+        .connect_with(opts.busy_timeout(std::time::Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let h = Harness::new(pool.clone()).await;
+    for b in &recent(1).batches(1000) {
+        assert_eq!(h.post(b).await.0, StatusCode::OK);
+    }
+    let mut locker = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *locker).await.unwrap();
+    assert!(h.state.step(true).await.is_err());
+    sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+    drop(locker);
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(metrics.contains("demarc_store_errors_total 1"), "{metrics}");
+    h.state.step(false).await.unwrap();
+    assert_eq!(h.count("packets").await, 50 * 2 + 2);
+}
