@@ -155,7 +155,12 @@ async fn more_records_than_the_limit_is_413(pool: SqlitePool) {
     // A large batch under both limits (about 4 MB, over axum's 2 MB default) is taken.
     let mut big = recent(1).batches(1000)[0].clone();
     let r = big.records[0].clone();
-    big.records = (0..10_000u64).map(|i| demarc_proto::ingest::Record { key: i, ..r.clone() }).collect();
+    big.records = (0..10_000u64)
+        .map(|i| demarc_proto::ingest::Record {
+            key: i,
+            ..r.clone()
+        })
+        .collect();
     let (s, b) = h.post(&big).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let mut batch = recent(1).batches(1000)[0].clone();

@@ -484,7 +484,10 @@ async fn joined_packets_survive_a_locked_database(
         assert_eq!(h.post(b).await.0, StatusCode::OK);
     }
     let mut locker = pool.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *locker).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
     assert!(h.state.step(true).await.is_err());
     sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
     drop(locker);

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 
 use crate::error::AppError;
 use crate::state::{AppState, Counters};
-use crate::store::query::segment_summaries;
+use crate::store::query::{segment_summaries, ProbeRow};
 
 /// Label values may hold anything; quote per the exposition format.
 fn esc(s: &str) -> String {
@@ -154,22 +154,46 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     ))
 }
 
+/// Name, help and value of a per-probe gauge.
+type Gauge = (&'static str, &'static str, fn(&ProbeRow) -> f64);
+
 /// Clock state, last report and the per-point counters of every probe (as
 /// reported: cumulative since the probe started, so they reset with it).
-fn probe_metrics(o: &mut String, probes: &[crate::store::query::ProbeRow]) {
-    let gauges: [(&str, &str, fn(&crate::store::query::ProbeRow) -> f64); 3] = [
-        ("demarc_probe_clock_synchronized", "1 when the probe's kernel clock is synchronised.", |p| f64::from(u8::from(p.clock_synced))),
-        ("demarc_probe_clock_maxerror_seconds", "The probe's clock maxerror.", |p| p.clock_maxerror_ns as f64 / 1e9),
-        ("demarc_probe_last_batch_timestamp_seconds", "When the probe's last batch arrived (UTC).", |p| p.last_seen_ns as f64 / 1e9),
+fn probe_metrics(o: &mut String, probes: &[ProbeRow]) {
+    let gauges: [Gauge; 3] = [
+        (
+            "demarc_probe_clock_synchronized",
+            "1 when the probe's kernel clock is synchronised.",
+            |p| f64::from(u8::from(p.clock_synced)),
+        ),
+        (
+            "demarc_probe_clock_maxerror_seconds",
+            "The probe's clock maxerror.",
+            |p| p.clock_maxerror_ns as f64 / 1e9,
+        ),
+        (
+            "demarc_probe_last_batch_timestamp_seconds",
+            "When the probe's last batch arrived (UTC).",
+            |p| p.last_seen_ns as f64 / 1e9,
+        ),
     ];
     for (name, help, value) in gauges {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
         for p in probes {
-            let _ = writeln!(o, "{name}{{probe=\"{}\",id=\"{}\"}} {}", esc(&p.name), esc(&p.id), value(p));
+            let _ = writeln!(
+                o,
+                "{name}{{probe=\"{}\",id=\"{}\"}} {}",
+                esc(&p.name),
+                esc(&p.id),
+                value(p)
+            );
         }
     }
     let name = "demarc_probe_point_packets_total";
-    let _ = writeln!(o, "# HELP {name} Per-point counters reported by probes.\n# TYPE {name} counter");
+    let _ = writeln!(
+        o,
+        "# HELP {name} Per-point counters reported by probes.\n# TYPE {name} counter"
+    );
     for p in probes {
         let Some(h) = &p.health else { continue };
         for (point, c) in &h.points {

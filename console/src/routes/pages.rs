@@ -53,8 +53,17 @@ pub struct Ranges {
 fn ranges(q: &RangeQuery, r: &Range) -> Ranges {
     let explicit = q.from.is_some() || q.span.is_some();
     let mut links = vec![("follow the data", "?".to_owned(), !explicit)];
-    links.extend(SPANS.iter().map(|&(label, s)| (label, format!("?span={s}"), q.from.is_none() && q.span == Some(s))));
-    Ranges { query: r.query(), links }
+    links.extend(SPANS.iter().map(|&(label, s)| {
+        (
+            label,
+            format!("?span={s}"),
+            q.from.is_none() && q.span == Some(s),
+        )
+    }));
+    Ranges {
+        query: r.query(),
+        links,
+    }
 }
 
 /// One stacked-bar part: a segment's share of the median App-to-App.
@@ -161,7 +170,15 @@ impl ProbeView {
             .points
             .iter()
             .map(|(pt, c)| {
-                let total = [c.seen, c.media, c.recorded, c.parse_fail, c.ringbuf_full, c.map_full, c.read_fail];
+                let total = [
+                    c.seen,
+                    c.media,
+                    c.recorded,
+                    c.parse_fail,
+                    c.ringbuf_full,
+                    c.map_full,
+                    c.read_fail,
+                ];
                 let recent = p.recent.get(pt.as_str()).copied().unwrap_or_default();
                 (pt.to_string(), total, recent)
             })
@@ -289,7 +306,11 @@ struct FlowPage {
     unsynced: bool,
 }
 
-pub async fn flow(State(st): State<AppState>, Path(id): Path<i64>, Query(q): Query<RangeQuery>) -> Page {
+pub async fn flow(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<RangeQuery>,
+) -> Page {
     let flow = api::flow_or_404(&st, id).await?;
     let r = q.resolve(Some((flow.first_ns, flow.last_ns)));
     let summary = query::segment_summaries(&st.db, id, r.from, r.to).await?;

@@ -23,7 +23,13 @@ pub struct RangeQuery {
 }
 
 /// The range links on the pages: label and span in seconds.
-pub const SPANS: [(&str, i64); 5] = [("5 min", 300), ("15 min", 900), ("1 h", 3_600), ("6 h", 21_600), ("24 h", 86_400)];
+pub const SPANS: [(&str, i64); 5] = [
+    ("5 min", 300),
+    ("15 min", 900),
+    ("1 h", 3_600),
+    ("6 h", 21_600),
+    ("24 h", 86_400),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -89,9 +95,18 @@ mod tests {
         };
         let r = q.resolve(None);
         assert!(r.from < r.to);
-        let q = RangeQuery { span: Some(3_600), ..RangeQuery::default() };
+        let q = RangeQuery {
+            span: Some(3_600),
+            ..RangeQuery::default()
+        };
         let r = q.resolve(Some((100 * S, 7_200 * S)));
-        assert_eq!((r.from, r.to, r.step), (3_601 * S, 7_201 * S, 3_600_000_000));
-        assert_eq!(r.query(), format!("from={}&to={}&step=3600000000", r.from, r.to));
+        assert_eq!(
+            (r.from, r.to, r.step),
+            (3_601 * S, 7_201 * S, 3_600_000_000)
+        );
+        assert_eq!(
+            r.query(),
+            format!("from={}&to={}&step=3600000000", r.from, r.to)
+        );
     }
 }

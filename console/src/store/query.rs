@@ -658,14 +658,32 @@ pub fn increase(samples: &[[u64; 7]]) -> [u64; 7] {
     let mut out = [0; 7];
     for w in samples.windows(2) {
         for i in 0..7 {
-            out[i] += if w[1][i] >= w[0][i] { w[1][i] - w[0][i] } else { w[1][i] };
+            out[i] += if w[1][i] >= w[0][i] {
+                w[1][i] - w[0][i]
+            } else {
+                w[1][i]
+            };
         }
     }
     out
 }
 
-async fn recent_counters(db: &SqlitePool, probe: &str) -> Result<BTreeMap<String, [u64; 7]>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+async fn recent_counters(
+    db: &SqlitePool,
+    probe: &str,
+) -> Result<BTreeMap<String, [u64; 7]>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Sample {
+        point: String,
+        seen: i64,
+        media: i64,
+        recorded: i64,
+        parse_fail: i64,
+        ringbuf_full: i64,
+        map_full: i64,
+        read_fail: i64,
+    }
+    let rows: Vec<Sample> = sqlx::query_as(
         "SELECT point, seen, media, recorded, parse_fail, ringbuf_full, map_full, read_fail
          FROM point_counters WHERE probe_id = ?1
            AND at_ns >= (SELECT MAX(at_ns) FROM point_counters WHERE probe_id = ?1) - ?2
@@ -676,8 +694,19 @@ async fn recent_counters(db: &SqlitePool, probe: &str) -> Result<BTreeMap<String
     .fetch_all(db)
     .await?;
     let mut per: BTreeMap<String, Vec<[u64; 7]>> = BTreeMap::new();
-    for (point, a, b, c, d, e, f, g) in rows {
-        per.entry(point).or_default().push([a, b, c, d, e, f, g].map(|v| v.max(0) as u64));
+    for r in rows {
+        let v = [
+            r.seen,
+            r.media,
+            r.recorded,
+            r.parse_fail,
+            r.ringbuf_full,
+            r.map_full,
+            r.read_fail,
+        ];
+        per.entry(r.point)
+            .or_default()
+            .push(v.map(|v| v.max(0) as u64));
     }
     Ok(per.into_iter().map(|(p, v)| (p, increase(&v))).collect())
 }
