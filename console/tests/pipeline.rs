@@ -496,3 +496,23 @@ async fn joined_packets_survive_a_locked_database(
     h.state.step(false).await.unwrap();
     assert_eq!(h.count("packets").await, 50 * 2 + 2);
 }
+
+/// Default probe names are "hostname/netns": slashes survive links and paths.
+#[sqlx::test(migrations = "../migrations")]
+async fn host_names_with_slashes_work_in_links(pool: SqlitePool) {
+    let h = Harness::new(pool).await;
+    let mut batches = recent(2).batches(1000);
+    for b in &mut batches {
+        b.probe.name = format!("vm/{}", b.probe.name);
+    }
+    h.ingest_all(&batches).await;
+    let (_, page) = h.get("/").await;
+    assert!(page.contains("href=\"/pairs/vm%2Fa/vm%2Fb\""), "{page}");
+    assert!(page.contains("href=\"/relays/vm%2Frelay\""), "{page}");
+    let (s, page) = h.get("/pairs/vm%2Fa/vm%2Fb").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("data-src=\"/api/v1/pairs/vm%2Fa/vm%2Fb/direction?"), "{page}");
+    let d = h.get_json("/api/v1/pairs/vm%2Fa/vm%2Fb/direction").await;
+    assert!(d["ab"].as_array().unwrap().iter().any(|v| !v.is_null()));
+    assert_eq!(h.get("/relays/vm%2Frelay").await.0, StatusCode::OK);
+}
