@@ -168,11 +168,27 @@ async fn serve(cli: Cli, pool: sqlx::SqlitePool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     tracing::info!(listen = %cli.listen, db = %cli.db.display(), "demarc-console ready");
     axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     // Write what the join still holds, so a restart loses as little as possible.
     state.step(true).await.context("final join pass")?;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (service managers): stop serving, then flush.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stopping: writing what the join still holds");
 }
