@@ -466,6 +466,8 @@ async fn an_unsynchronised_probe_marks_its_cross_host_segments(pool: SqlitePool)
     assert!(page.contains("packets UNSYNCHRONISED"), "{page}");
     let (_, probes) = h.get("/probes").await;
     assert!(probes.contains("UNSYNCHRONISED"));
+    let (_, pair) = h.get("/pairs/a/b").await;
+    assert!(pair.contains("Caution: the clocks&#39; error bound (± 16000.016 ms)"), "{pair}");
 }
 
 /// The join's writer meets a locked database: the closed packets are kept and

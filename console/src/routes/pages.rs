@@ -380,16 +380,28 @@ pub async fn pair(
             |e| format!("{}{}", if e > 0 { "+" } else { "" }, ms(e)),
         )
     };
+    let err = d.ab_err.iter().chain(&d.ba_err).flatten().copied().max();
     let asymmetry = match (ab, ba, half) {
-        (Some(x), Some(y), Some(h)) => format!(
-            "{a} → {b} takes {}, {b} → {a} takes {}: {} apart. RTT/2 ({}) is off by {} for {a} → {b} and {} for {b} → {a}.",
-            ms(x),
-            ms(y),
-            ms((x - y).abs()),
-            ms(h),
-            signed(Some(h - x)),
-            signed(Some(h - y)),
-        ),
+        (Some(x), Some(y), Some(h)) => {
+            let mut v = format!(
+                "{a} → {b} takes {}, {b} → {a} takes {}: {} apart. RTT/2 ({}) is off by {} for {a} → {b} and {} for {b} → {a}.",
+                ms(x),
+                ms(y),
+                ms((x - y).abs()),
+                ms(h),
+                signed(Some(h - x)),
+                signed(Some(h - y)),
+            );
+            // One-way delays are only as good as the two clocks: say when the
+            // difference is inside their error bound.
+            if let Some(e) = err.filter(|&e| e >= (x - y).abs()) {
+                v.push_str(&format!(
+                    " Caution: the clocks' error bound ({}) is larger than that difference.",
+                    bound(Some(e))
+                ));
+            }
+            v
+        }
         _ => "Not enough data in both directions yet.".into(),
     };
     render(PairPage {
