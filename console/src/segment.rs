@@ -90,10 +90,6 @@ impl Segment {
         }
     }
 
-    pub fn from_name(s: &str) -> Option<Segment> {
-        Segment::ALL.into_iter().find(|x| x.name() == s)
-    }
-
     /// Value and bound of this segment in a joined packet.
     pub fn of(self, s: &Segments) -> Option<Bounded> {
         let exact = |v: Option<i64>| v.map(|ns| Bounded { ns, err_ns: 0 });
