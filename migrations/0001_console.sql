@@ -151,7 +151,8 @@ CREATE TABLE rollups (
 ) WITHOUT ROWID;
 CREATE INDEX rollups_minute ON rollups(minute_ns);
 
--- Packets seen per point (point@host) per flow and minute: coverage.
+-- Packets seen per point (point@host) per flow and minute: coverage. Point
+-- 'any' (host '') counts the flow's packets seen anywhere, the denominator.
 CREATE TABLE coverage (
     flow_id     INTEGER NOT NULL REFERENCES flows(id),
     minute_ns   INTEGER NOT NULL,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
-use super::rollup::{summarize, Summary};
+use super::rollup::{summarize, Summary, ANY_POINT};
 use crate::segment::Segment;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -289,15 +289,8 @@ pub async fn coverage(
     .bind(to)
     .fetch_all(db)
     .await?;
-    let packets: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(count), 0) FROM (SELECT SUM(packets) AS count FROM coverage
-         WHERE flow_id = ? AND minute_ns >= ? AND minute_ns < ? GROUP BY point, host)",
-    )
-    .bind(flow)
-    .bind(super::minute_of(from))
-    .bind(to)
-    .fetch_one(db)
-    .await?;
+    let (any, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 == ANY_POINT);
+    let packets = any.first().map_or(0, |r| r.2);
     let mut points: Vec<PointCoverage> = rows
         .into_iter()
         .map(|(point, host, packets)| PointCoverage {

@@ -10,6 +10,9 @@ use super::packets::Dirty;
 use super::MINUTE_NS;
 use crate::segment::Segment;
 
+/// Coverage row counting a flow's packets seen at any point.
+pub const ANY_POINT: &str = "any";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub count: i64,
@@ -105,6 +108,8 @@ async fn recompute_one(db: &SqlitePool, flow: i64, minute: i64) -> Result<(), sq
         .execute(&mut *tx)
         .await?;
     }
+    // The flow's packets at any point: the denominator of coverage.
+    coverage.insert((ANY_POINT.into(), String::new()), rows.len() as i64);
     for ((point, host), n) in coverage {
         sqlx::query(
             "INSERT INTO coverage (flow_id, minute_ns, point, host, packets) VALUES (?, ?, ?, ?, ?)",
