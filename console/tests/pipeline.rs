@@ -227,7 +227,9 @@ async fn missing_points_show_as_coverage_not_silence(pool: SqlitePool) {
     // a also misses the first five sends: no point sees every packet.
     for b in batches.iter_mut().filter(|b| b.probe.name == "a") {
         b.records.retain(|r| {
-            !(r.point == demarc_proto::Point::AppSend && r.ssrc == Some(0x1000_0000) && r.seq < Some(5))
+            !(r.point == demarc_proto::Point::AppSend
+                && r.ssrc == Some(0x1000_0000)
+                && r.seq < Some(5))
         });
     }
     h.ingest_all(&batches).await;
@@ -240,7 +242,11 @@ async fn missing_points_show_as_coverage_not_silence(pool: SqlitePool) {
         .find(|p| p["point"] == "app_recv")
         .unwrap();
     assert_eq!(
-        (cov["packets"].as_i64(), recv["packets"].as_i64(), cov["points"][0]["packets"].as_i64()),
+        (
+            cov["packets"].as_i64(),
+            recv["packets"].as_i64(),
+            cov["points"][0]["packets"].as_i64()
+        ),
         (Some(200), Some(180), Some(195))
     );
     assert_eq!(h.state.join_stats().0.incomplete, 25);
@@ -474,7 +480,10 @@ async fn an_unsynchronised_probe_marks_its_cross_host_segments(pool: SqlitePool)
     let (_, probes) = h.get("/probes").await;
     assert!(probes.contains("UNSYNCHRONISED"));
     let (_, pair) = h.get("/pairs/a/b").await;
-    assert!(pair.contains("Caution: the clocks&#39; error bound (± 16000.016 ms)"), "{pair}");
+    assert!(
+        pair.contains("Caution: the clocks&#39; error bound (± 16000.016 ms)"),
+        "{pair}"
+    );
 }
 
 /// The join's writer meets a locked database: the closed packets are kept and
@@ -520,7 +529,10 @@ async fn host_names_with_slashes_work_in_links(pool: SqlitePool) {
     assert!(page.contains("href=\"/relays/vm%2Frelay\""), "{page}");
     let (s, page) = h.get("/pairs/vm%2Fa/vm%2Fb").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(page.contains("data-src=\"/api/v1/pairs/vm%2Fa/vm%2Fb/direction?"), "{page}");
+    assert!(
+        page.contains("data-src=\"/api/v1/pairs/vm%2Fa/vm%2Fb/direction?"),
+        "{page}"
+    );
     let d = h.get_json("/api/v1/pairs/vm%2Fa/vm%2Fb/direction").await;
     assert!(d["ab"].as_array().unwrap().iter().any(|v| !v.is_null()));
     assert_eq!(h.get("/relays/vm%2Frelay").await.0, StatusCode::OK);
