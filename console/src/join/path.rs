@@ -300,6 +300,11 @@ pub fn build(obs: Vec<Obs>) -> Joined {
     let unsynced = many_hosts && path.iter().any(|h| !h.clock.synced);
     let sender = tx_wire.or(app_send).unwrap_or(first);
     let stun = obs.iter().find_map(|o| o.stun_type.zip(o.stun_txid));
+    // Without endpoint probes (a relay probe alone beside a TURN server) the
+    // ends are named by the addresses the relay saw, so directions stay apart.
+    let addr = |ip: std::net::IpAddr| Arc::from(ip.to_string());
+    let tx_host = tx_host.or_else(|| relays.first()?.in_tuple.map(|t| addr(t.src_ip)));
+    let rx_host = rx_host.or_else(|| relays.last()?.out_tuple.map(|t| addr(t.dst_ip)));
     Joined {
         key: first.key,
         tx_host,

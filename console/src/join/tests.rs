@@ -319,3 +319,26 @@ fn stun_request_and_response_give_the_passive_rtt() {
         .flow_key()
         .starts_with("b>a/stun/10.0.0.2:40000→"));
 }
+
+#[test]
+fn a_relay_probe_alone_names_the_ends_by_the_addresses_it_saw() {
+    let mut i = ob(30, Point::RelayIn, "r", T0);
+    i.tuple = Tuple {
+        src_ip: [192, 0, 2, 7].into(),
+        src_port: 5000,
+        dst_ip: [10, 0, 1, 1].into(),
+        dst_port: 3478,
+    };
+    let mut o = ob(30, Point::RelayOut, "r", T0 + 70 * US);
+    o.tuple = Tuple {
+        src_ip: [10, 0, 1, 1].into(),
+        src_port: 50000,
+        dst_ip: [198, 51, 100, 9].into(),
+        dst_port: 6000,
+    };
+    let p = join_one(vec![i, o]);
+    assert_eq!(p.tx_host.as_deref(), Some("192.0.2.7"));
+    assert_eq!(p.rx_host.as_deref(), Some("198.51.100.9"));
+    assert_eq!(p.seg.dwell, Some(70 * US));
+    assert_eq!(p.flow_key(), "192.0.2.7>198.51.100.9/rtp/00001234");
+}
