@@ -124,3 +124,24 @@ async fn recompute_one(db: &SqlitePool, flow: i64, minute: i64) -> Result<(), sq
     }
     tx.commit().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<i64> = (1..=100).rev().collect();
+        let s = summarize(&mut v).unwrap();
+        assert_eq!(
+            (s.count, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns),
+            (100, 50, 90, 99, 100)
+        );
+        let s = summarize(&mut [7]).unwrap();
+        assert_eq!((s.p50_ns, s.p99_ns, s.max_ns), (7, 7, 7));
+        // Ten values: p99 is the largest, p50 the fifth.
+        let s = summarize(&mut [10, 9, 8, 7, 6, 5, 4, 3, 2, -1]).unwrap();
+        assert_eq!((s.p50_ns, s.p90_ns, s.p99_ns), (5, 9, 10));
+        assert_eq!(summarize(&mut []), None);
+    }
+}
