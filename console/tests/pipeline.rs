@@ -371,6 +371,13 @@ async fn every_page_renders_and_unknown_things_are_404(pool: SqlitePool) {
         assert_eq!(s, StatusCode::OK, "{path}");
         assert!(body.contains(needle), "{path}: no {needle:?} in {body}");
     }
+    // A probe that stopped reporting is marked silent.
+    assert!(!h.get("/probes").await.1.contains("silent"));
+    sqlx::query("UPDATE probes SET last_seen_ns = last_seen_ns - 60000000000 WHERE name = 'b'")
+        .execute(h.db())
+        .await
+        .unwrap();
+    assert!(h.get("/probes").await.1.contains("· silent"));
     // Range links: the charts get the page's range as an explicit query.
     let (s, body) = h.get(&format!("/flows/{ab}?span=300")).await;
     assert_eq!(s, StatusCode::OK);

@@ -136,12 +136,18 @@ pub struct CallView {
     pub flows: Vec<FlowView>,
 }
 
+/// Probes send a batch at least every 10 s even when idle (docs/ingest.md);
+/// three missed ones mark a probe as silent.
+const STALE_NS: i64 = 30_000_000_000;
+
 pub struct ProbeView {
     pub name: String,
     pub id: String,
     pub kind: String,
     pub version: String,
     pub seen: String,
+    /// No batch for longer than an idle probe's heartbeat allows.
+    pub stale: bool,
     pub records: i64,
     pub synced: bool,
     pub clock: String,
@@ -199,6 +205,7 @@ impl ProbeView {
             .join(" ");
         ProbeView {
             seen: format!("{} ({})", age(p.last_seen_ns, now), utc(p.last_seen_ns)),
+            stale: now - p.last_seen_ns > STALE_NS,
             clock: format!(
                 "{} clock, {}, maxerror {}, esterror {}{}",
                 p.clock_mode,
