@@ -216,6 +216,15 @@ pub struct Cli {
     /// After SIGTERM, how long existing allocations may go on, in seconds.
     #[arg(long, default_value_t = 60, env = "DEMARC_RELAY_DRAIN_TIMEOUT")]
     pub drain_timeout: u64,
+
+    /// Run only the dwell probe, beside another TURN server (coturn) listening on
+    /// listening-port with relay ports min-port..max-port; needs --iface.
+    #[arg(long, requires = "ifaces", env = "DEMARC_RELAY_PROBE_ONLY")]
+    pub probe_only: bool,
+
+    /// The eBPF dwell probe: attached when --iface is given.
+    #[command(flatten, next_help_heading = "Dwell probe (eBPF relay_in/relay_out)")]
+    pub probe: demarc_agent::options::ProbeOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +268,10 @@ pub struct Config {
     pub max_port: u16,
     pub metrics: Option<SocketAddr>,
     pub drain_timeout: Duration,
+    /// No TURN server, only the dwell probe beside another one.
+    pub probe_only: bool,
+    /// Dwell probe options; the probe runs when they name an interface.
+    pub probe: demarc_agent::options::ProbeOptions,
 }
 
 impl Config {
@@ -325,7 +338,7 @@ impl Config {
         } else {
             Vec::new()
         };
-        if users.is_empty() && secrets.is_empty() {
+        if users.is_empty() && secrets.is_empty() && !cli.probe_only {
             return Err(invalid(
                 "no credentials: give user=name:password, or use-auth-secret with static-auth-secret"
                     .into(),
@@ -439,6 +452,8 @@ impl Config {
                 .prometheus
                 .then(|| SocketAddr::new(cli.prometheus_address, cli.prometheus_port)),
             drain_timeout: Duration::from_secs(cli.drain_timeout),
+            probe_only: cli.probe_only,
+            probe: cli.probe,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
+pub mod probe;
 pub mod quota;
 pub mod relays;
 pub mod tls;

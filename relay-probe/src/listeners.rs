@@ -36,6 +36,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one stream client before its relayed packets are dropped.
 const STREAM_QUEUE: usize = 512;
 const UDP_MAX: usize = 65536;
+const UDP_LISTENER_RCVBUF: usize = 4 << 20;
 
 struct RelayEntry {
     socket: Arc<UdpSocket>,
@@ -239,7 +240,7 @@ pub async fn start(
     for &ip in &config.listening_ips {
         if config.udp {
             let addr = SocketAddr::new(ip, port);
-            let socket = UdpSocket::from_std(udp_socket(addr).map_err(bind_err(addr))?)
+            let socket = UdpSocket::from_std(udp_listener(addr).map_err(bind_err(addr))?)
                 .map_err(bind_err(addr))?;
             let local = socket.local_addr().map_err(bind_err(addr))?;
             // Port 0 (tests): every later listener takes the port UDP got.
@@ -314,6 +315,14 @@ pub async fn start(
         endpoints,
         tls,
     })
+}
+
+/// Every UDP client shares this socket: a larger receive buffer absorbs the
+/// bursts of many calls (the kernel caps it at net.core.rmem_max).
+fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = udp_socket(addr)?;
+    socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_LISTENER_RCVBUF)?;
+    Ok(socket)
 }
 
 fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, Error> {

@@ -1,8 +1,12 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
+use demarc_agent::{dwell::RelayPorts, probe::exit_report};
 use demarc_relay::config::Config;
 use demarc_relay::listeners;
+use demarc_relay::metrics::KernelDwell;
+use demarc_relay::probe::{self, Stop};
+use demarc_relay::turn::Transport;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +26,9 @@ fn main() {
     for key in unknown {
         tracing::warn!(key, "unknown config key ignored");
     }
+    if config.probe_only {
+        return probe_only(config);
+    }
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(run(config)));
@@ -32,11 +39,58 @@ fn main() {
     }
 }
 
+/// `--probe-only`: the dwell probe beside another TURN server, until a signal.
+fn probe_only(config: Config) {
+    let ports = RelayPorts {
+        listeners: vec![config.port],
+        relay: config.min_port..=config.max_port,
+    };
+    let summary = probe::start(config.probe, ports, Stop::Signal).and_then(|(_, thread)| {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the dwell probe panicked"))?
+    });
+    match summary {
+        Ok(s) => eprint!("{}", exit_report("demarc-relay", &s)),
+        Err(e) => {
+            eprintln!("demarc-relay: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let drain_timeout = config.drain_timeout;
     let metrics = config.metrics;
+    let probe_opts = config.probe.clone();
     let running = listeners::start(config, None).await?;
     let endpoints = running.endpoints();
+    // The dwell probe watches the UDP listeners and the relay ports, and
+    // stops only after the server has drained.
+    let probe = if probe_opts.ifaces.is_empty() {
+        None
+    } else {
+        let mut listeners: Vec<u16> = endpoints
+            .listeners
+            .iter()
+            .filter(|(t, _)| *t == Transport::Udp)
+            .map(|(_, a)| a.port())
+            .collect();
+        listeners.sort_unstable();
+        listeners.dedup();
+        let ports = RelayPorts {
+            listeners,
+            relay: endpoints.relay_ports.clone(),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (reader, thread) = probe::start(probe_opts, ports, Stop::When(stop_rx))?;
+        running
+            .metrics()
+            .set_kernel_dwell(KernelDwell(Box::new(move || {
+                probe::render_kernel_dwell(&reader.read())
+            })));
+        Some((stop_tx, thread))
+    };
     tracing::info!(
         listeners = ?endpoints.listeners,
         relay_ips = ?endpoints.relay_ips,
@@ -66,6 +120,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         () = running.drain(drain_timeout) => tracing::info!("drained, exiting"),
         _ = term.recv() => tracing::info!("second signal, exiting now"),
         _ = int.recv() => tracing::info!("second signal, exiting now"),
+    }
+    if let Some((stop, thread)) = probe {
+        let _ = stop.send(());
+        let summary = tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the dwell probe panicked"))??;
+        eprint!("{}", exit_report("demarc-relay", &summary));
     }
     Ok(())
 }

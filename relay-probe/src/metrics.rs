@@ -77,6 +77,17 @@ pub struct Metrics {
     dwell_to_client: Histogram,
     errors: Mutex<BTreeMap<u16, u64>>,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
+    /// Renders the dwell probe's kernel histograms, once the probe runs.
+    kernel_dwell: std::sync::OnceLock<KernelDwell>,
+}
+
+/// A source of more exposition text (the dwell probe's histograms).
+pub struct KernelDwell(pub Box<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for KernelDwell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelDwell")
+    }
 }
 
 impl Metrics {
@@ -223,7 +234,15 @@ impl Metrics {
             .render(&mut out, name, "direction=\"to_peer\"");
         self.dwell_to_client
             .render(&mut out, name, "direction=\"to_client\"");
+        if let Some(k) = self.kernel_dwell.get() {
+            out.push_str(&(k.0)());
+        }
         out
+    }
+
+    /// Adds the dwell probe's histograms to every scrape from now on.
+    pub fn set_kernel_dwell(&self, render: KernelDwell) {
+        let _ = self.kernel_dwell.set(render);
     }
 }
 
