@@ -80,7 +80,8 @@ pub struct Cli {
     pub listening_ip: Vec<IpAddr>,
 
     /// Address relay sockets bind to; repeat for IPv4 and IPv6. Default: the
-    /// listening addresses that are not wildcards.
+    /// listening addresses, a wildcard replaced by its family's default-route
+    /// source address.
     #[arg(
         short = 'E',
         long,
@@ -116,7 +117,13 @@ pub struct Cli {
     pub realm: String,
 
     /// Static user, `name:password`; repeat for several.
-    #[arg(short = 'u', long, env = "DEMARC_RELAY_USER", value_delimiter = ',')]
+    #[arg(
+        short = 'u',
+        long,
+        env = "DEMARC_RELAY_USER",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub user: Vec<String>,
 
     /// Accept TURN REST-API credentials (`expiry:user`, password = base64 HMAC-SHA1).
@@ -124,7 +131,12 @@ pub struct Cli {
     pub use_auth_secret: bool,
 
     /// Shared secret for REST-API credentials; repeat to rotate (all are accepted).
-    #[arg(long, env = "DEMARC_RELAY_STATIC_AUTH_SECRET", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "DEMARC_RELAY_STATIC_AUTH_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub static_auth_secret: Vec<String>,
 
     /// Separator between expiry and user name in REST-API usernames.

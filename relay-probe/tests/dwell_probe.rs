@@ -106,21 +106,24 @@ fn peer(ns: &Netns) -> Proc {
     p
 }
 
-/// Waits for the probe's start-up report (it ends with the output line).
-fn wait_for_report(log: &std::path::Path) {
-    for _ in 0..200 {
-        if std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("  output:")
-        {
+/// Waits for the probe's start-up report (it ends with the output line),
+/// then keeps draining stdout so the process never blocks on it.
+fn wait_for_report(p: &mut Proc) {
+    use std::io::BufRead;
+    let stdout = p.child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut report = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        report.push_str(&line);
+        report.push('\n');
+        if line.starts_with("  output:") {
+            print!("{report}");
+            std::thread::spawn(move || lines.for_each(drop));
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!(
-        "no start-up report: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+    panic!("{} exited before its start-up report:\n{report}", p.name);
 }
 
 struct Pairs {
@@ -223,7 +226,6 @@ fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
     let ns = Netns::new("in");
     let dir = TempDir::new("dwell-in");
     let records = dir.0.join("records.jsonl");
-    let log = dir.0.join("relay.log");
     let mut relay = Proc::spawn(
         "demarc-relay",
         ns.exec(BIN)
@@ -248,9 +250,9 @@ fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
             .args(["--iface", "lo", "--state-dir"])
             .arg(dir.0.join("state"))
             .arg(format!("--output=jsonl:{}", records.display()))
-            .stdout(std::fs::File::create(&log).unwrap()),
+            .env("RUST_LOG", "warn"),
     );
-    wait_for_report(&log);
+    wait_for_report(&mut relay);
     let _peer = peer(&ns);
     uclient(&ns, &[]);
     uclient(&ns, &["-s"]);
@@ -356,7 +358,6 @@ fn probe_only_beside_coturn_pairs_every_packet() {
             .args(["--log-file", "stdout"]),
     );
     let records = dir.0.join("records.jsonl");
-    let log = dir.0.join("probe.log");
     let mut probe = Proc::spawn(
         "demarc-relay --probe-only",
         Command::new(BIN)
@@ -365,10 +366,9 @@ fn probe_only_beside_coturn_pairs_every_packet() {
             .args(relay_range())
             .arg("--state-dir")
             .arg(dir.0.join("state"))
-            .arg(format!("--output=jsonl:{}", records.display()))
-            .stdout(std::fs::File::create(&log).unwrap()),
+            .arg(format!("--output=jsonl:{}", records.display())),
     );
-    wait_for_report(&log);
+    wait_for_report(&mut probe);
     std::thread::sleep(Duration::from_millis(500));
     let _peer = peer(&ns);
     uclient(&ns, &[]);

@@ -261,3 +261,47 @@ fn floods_leave_memory_bounded_and_metrics_count_them() {
     let mut client = TurnClient::new(relay.addr(), "alice", "pw");
     client.allocate(AddressFamily::IPV4);
 }
+
+/// Reads until the server closes the connection; `false` if it stays open.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn garbage_streams_are_closed_and_the_server_keeps_serving() {
+    let relay = Relay::start(&["--user", "alice:pw"]);
+    // A TLS ClientHello on the plain TCP port is neither STUN nor ChannelData.
+    let mut tls_on_tcp = TcpStream::connect(relay.addr()).unwrap();
+    tls_on_tcp
+        .write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .unwrap();
+    assert!(closed_by_server(&mut tls_on_tcp));
+    // A STUN header announcing a 64 KiB body, trickled by a client that has no allocation.
+    let mut giant = TcpStream::connect(relay.addr()).unwrap();
+    let mut header = Message::builder_request(ALLOCATE, MessageWriteVec::new()).finish();
+    header[2..4].copy_from_slice(&0xfffcu16.to_be_bytes());
+    giant.write_all(&header).unwrap();
+    giant.write_all(&[0u8; 6000]).unwrap();
+    assert!(closed_by_server(&mut giant));
+    // A well-formed Binding request on a fresh connection is still answered.
+    let mut good = TcpStream::connect(relay.addr()).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let binding =
+        Message::builder_request(turn_types::stun::message::BINDING, MessageWriteVec::new())
+            .finish();
+    good.write_all(&binding).unwrap();
+    let mut reply = [0u8; 20];
+    good.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..2], &[0x01, 0x01], "Binding success");
+}
