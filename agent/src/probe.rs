@@ -24,6 +24,18 @@ use crate::{
     Error, Result,
 };
 
+/// Programs loaded and attached, ready to run.
+pub struct Attached {
+    pub ebpf: Ebpf,
+    pub kind: ProbeKind,
+    /// The points these programs report (health counters).
+    pub points: Vec<Point>,
+    pub hooks: Vec<HookStatus>,
+    pub fallbacks: Vec<String>,
+    /// Extra lines for the start-up report.
+    pub notes: Vec<String>,
+}
+
 /// What is settled before any program is loaded.
 pub struct Prepared {
     pub opts: ProbeOptions,
@@ -121,21 +133,36 @@ impl Prepared {
 
     /// Takes the ring buffer and counters, prints the start-up report, runs
     /// until SIGINT/SIGTERM and returns what the run did.
-    pub fn run(
+    pub fn run(self, attached: Attached) -> Result<Summary> {
+        // Handlers first: a signal right after the report must stop us cleanly.
+        let shutdown = {
+            let _rt = self.rt.enter();
+            shutdown_signal()?
+        };
+        self.run_until(attached, shutdown)
+    }
+
+    /// As `run`, but stops when `shutdown` completes (a probe inside another
+    /// program, which owns the signals).
+    pub fn run_until(
         self,
-        mut ebpf: Ebpf,
-        kind: ProbeKind,
-        points: &[Point],
-        hooks: Vec<HookStatus>,
-        fallbacks: Vec<String>,
-        notes: &[String],
+        attached: Attached,
+        shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<Summary> {
+        let Attached {
+            mut ebpf,
+            kind,
+            points,
+            hooks,
+            fallbacks,
+            notes,
+        } = attached;
         let _rt = self.rt.enter();
         let programs = attach::program_fds(&ebpf);
         let reader = RecordReader::new(attach::take_map(&mut ebpf, "events")?)?;
         let health = HealthSource::new(
             attach::take_map(&mut ebpf, "counters")?,
-            points.to_vec(),
+            points,
             programs,
             hooks,
             fallbacks,
@@ -151,9 +178,7 @@ impl Prepared {
             version: env!("CARGO_PKG_VERSION").into(),
             netns: self.netns.inode,
         };
-        // Handlers first: a signal right after the report must stop us cleanly.
-        let shutdown = shutdown_signal()?;
-        print!("{}", self.report(&probe, &health, notes));
+        print!("{}", self.report(&probe, &health, &notes));
         let pipeline = Pipeline {
             ebpf,
             reader,

@@ -93,7 +93,9 @@ int relay_in(struct xdp_md *ctx)
 	role = port_role(sc->tuple.dport);
 	if (role == DEMARC_ROLE_NONE)
 		return XDP_PASS;
-	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_IN, &sc->pkt);
+	/* Whatever a peer sends to a relay port is payload for a client. */
+	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_IN, &sc->pkt,
+				    role == DEMARC_ROLE_PEER);
 	/* Only data is relayed: framed from clients, anything to a relay port. */
 	if (verdict == DEMARC_PARSE_MEDIA &&
 	    (role == DEMARC_ROLE_PEER || sc->pkt.framing != DEMARC_FRAMING_BARE)) {
@@ -129,7 +131,8 @@ int relay_out(struct __sk_buff *skb)
 	role = port_role(sc->tuple.sport);
 	if (role == DEMARC_ROLE_NONE)
 		return -1;
-	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_OUT, &sc->pkt);
+	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_OUT, &sc->pkt,
+				    role == DEMARC_ROLE_PEER);
 	if (verdict == DEMARC_PARSE_MEDIA) {
 		f = bpf_map_lookup_elem(&inflight, &sc->pkt.key);
 		if (f) {

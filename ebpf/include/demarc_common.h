@@ -248,14 +248,14 @@ static __always_inline int demarc_l3l4(struct demarc_src *s, __u32 pkt_len,
  * packets in scope, so unrelated traffic never moves the counters.
  */
 static __always_inline int demarc_wire_parse(struct demarc_src *s, int udp_len, __u32 point,
-					     struct demarc_pkt *p)
+					     struct demarc_pkt *p, int bare)
 {
 	if (udp_len < 0) {
 		demarc_count(point, DEMARC_CNT_PARSE_FAIL);
 		return DEMARC_PARSE_COUNTED;
 	}
 	demarc_count(point, DEMARC_CNT_SEEN);
-	return demarc_parse(s, udp_len, p);
+	return bare ? demarc_parse_bare(s, udp_len, p) : demarc_parse(s, udp_len, p);
 }
 
 /* One endpoint wire point (tc or XDP): the packet from the Ethernet header on. */
@@ -271,7 +271,7 @@ static __always_inline void demarc_wire(struct demarc_src s, __u32 pkt_len, __u3
 	udp_len = demarc_l3l4(&s, pkt_len, &sc->tuple);
 	if (udp_len == -1 || !demarc_port_in_scope(sc->tuple.sport, sc->tuple.dport))
 		return;
-	verdict = demarc_wire_parse(&s, udp_len, point, &sc->pkt);
+	verdict = demarc_wire_parse(&s, udp_len, point, &sc->pkt, 0);
 	demarc_emit(verdict, &sc->pkt, &sc->tuple, point, ts, ifindex, 0);
 }
 

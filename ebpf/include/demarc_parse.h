@@ -179,18 +179,23 @@ static __always_inline int demarc_parse(const struct demarc_src *s, __u32 wire_l
 		return DEMARC_PARSE_READ_FAIL;
 	__builtin_memcpy(h, p->prefix, 8);
 
-	if (h[0] >= 64 && h[0] <= 79) {
-		__u32 dlen;
+	if (h[0] >= 64 && h[0] <= 127) {
+		__u32 dlen = demarc_be16(h + 2);
+		int fits = wire_len >= 4 && 4 + dlen <= wire_len;
 
-		if (wire_len < 4)
+		/*
+		 * 64–79: RFC 8656 channels, so a bad length is malformed. 80–127:
+		 * RFC 5766's wider range (coturn clients) shares its first byte with
+		 * QUIC, so only an exact fit (at most 3 bytes of padding) counts.
+		 */
+		if (h[0] <= 79 && !fits)
 			return DEMARC_PARSE_MALFORMED;
-		dlen = demarc_be16(h + 2);
-		if (4 + dlen > wire_len)
-			return DEMARC_PARSE_MALFORMED;
-		p->framing = DEMARC_FRAMING_CHANNEL_DATA;
-		p->channel = demarc_be16(h);
-		p->inner_off = 4;
-		p->payload_len = dlen;
+		if (h[0] <= 79 || (fits && wire_len - (4 + dlen) < 4)) {
+			p->framing = DEMARC_FRAMING_CHANNEL_DATA;
+			p->channel = demarc_be16(h);
+			p->inner_off = 4;
+			p->payload_len = dlen;
+		}
 	} else if (h[0] <= 3) {
 		__u16 type = demarc_be16(h);
 		__u32 mlen = demarc_be16(h + 2), end, off = 20, data_len = 0;
@@ -236,6 +241,25 @@ static __always_inline int demarc_parse(const struct demarc_src *s, __u32 wire_l
 	p->key = demarc_key(p->prefix, p->payload_len);
 	if (p->framing == DEMARC_FRAMING_BARE && p->class == DEMARC_CLASS_OTHER)
 		return DEMARC_PARSE_NOT_MEDIA;
+	return DEMARC_PARSE_MEDIA;
+}
+
+/*
+ * A datagram known to carry bare payload (the peer side of a TURN relay
+ * port): nothing to unframe, and relayed data whatever its class.
+ */
+static __always_inline int demarc_parse_bare(const struct demarc_src *s, __u32 wire_len,
+					     struct demarc_pkt *p)
+{
+	p->wire_len = wire_len;
+	p->framing = DEMARC_FRAMING_BARE;
+	p->channel = 0;
+	p->inner_off = 0;
+	p->payload_len = wire_len;
+	if (demarc_load_prefix(s, p, 0, wire_len))
+		return DEMARC_PARSE_READ_FAIL;
+	demarc_classify(p);
+	p->key = demarc_key(p->prefix, wire_len);
 	return DEMARC_PARSE_MEDIA;
 }
 

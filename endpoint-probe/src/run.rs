@@ -1,7 +1,11 @@
 //! Which programs the endpoint loads and where they attach; the rest of
 //! start-up and the run are demarc_agent::probe's.
 
-use demarc_agent::{attach, pipeline::Summary, probe::Prepared};
+use demarc_agent::{
+    attach,
+    pipeline::Summary,
+    probe::{Attached, Prepared},
+};
 use demarc_proto::{ingest::ProbeKind, Point};
 
 use crate::cli::Cli;
@@ -76,11 +80,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Summary> {
     let ports = cli
         .ports
         .map_or("all".into(), |(lo, hi)| format!("{lo}-{hi}"));
-    let notes = [
+    let notes = vec![
         format!("UDP ports: {ports}"),
         "not seen: sockets driven by io_uring; write()/read() on UDP sockets; datagrams after \
          the first of a UDP GSO (UDP_SEGMENT) send"
             .to_string(),
     ];
-    Ok(prepared.run(ebpf, ProbeKind::Endpoint, &POINTS, hooks, fallbacks, &notes)?)
+    Ok(prepared.run(Attached {
+        ebpf,
+        kind: ProbeKind::Endpoint,
+        points: POINTS.to_vec(),
+        hooks,
+        fallbacks,
+        notes,
+    })?)
 }

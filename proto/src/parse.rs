@@ -91,6 +91,14 @@ pub fn parse_udp_payload(p: &[u8]) -> Result<Parsed, ParseError> {
             let (channel, inner) = channel_data(p)?;
             (Framing::ChannelData, Some(channel), inner)
         }
+        // RFC 5766 channels 0x5000–0x7FFF, still used by coturn's clients;
+        // the byte range is shared with QUIC, so only an exact fit counts.
+        Some(80..=127) => match channel_data(p) {
+            Ok((channel, inner)) if p.len() - inner.end < 4 => {
+                (Framing::ChannelData, Some(channel), inner)
+            }
+            _ => (Framing::Bare, None, 0..p.len()),
+        },
         Some(0..=3) => {
             let (framing, inner) = stun_framing(p)?;
             (framing, None, inner)

@@ -394,6 +394,24 @@ fn vectors() -> Vec<Vector> {
         vec![0x40, 0x00, 0x00],
         Malformed,
     ));
+    // RFC 5766's wider channel range (0x4000–0x7FFF), which coturn clients use.
+    let inner = rtp(4719, SSRC_AUDIO, &f.bytes(160));
+    let p = channel_data(0x7fff, &inner, 0);
+    let want = Want::rtp(4..176, ChannelData, SSRC_AUDIO, 4719).channel(0x7fff);
+    v.push(media("channel_data_rfc5766_7fff_rtp", p, want));
+    let p = channel_data(0x5000, &[0x55; 97], 3);
+    let want = Want::new(4..101, ChannelData, Class::Other).channel(0x5000);
+    v.push(media("channel_data_rfc5766_5000_padded", p, want));
+    // Same first bytes, not an exact fit: QUIC short headers and the like.
+    let p = channel_data(0x6000, &f.bytes(40), 4);
+    v.push(rejected(
+        "first_byte_96_four_bytes_past_length",
+        p,
+        NotMedia,
+    ));
+    let mut p = channel_data(0x5001, &f.bytes(40), 0);
+    p.truncate(30);
+    v.push(rejected("first_byte_80_length_past_end", p, NotMedia));
 
     // TURN Send and Data indications.
     let inner = rtp(4718, SSRC_AUDIO, &f.bytes(149));
