@@ -85,6 +85,9 @@ impl Clock {
             esterror_ns: (tx.esterror.max(0) as u64) * 1_000,
             maxerror_ns: (tx.maxerror.max(0) as u64) * 1_000,
             source: Some("adjtimex".into()),
+            kernel_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string()),
         }
     }
 

@@ -110,6 +110,11 @@ impl AppState {
         let clock = ClockBound {
             maxerror_ns: b.clock.maxerror_ns,
             synced: b.clock.synchronized,
+            kernel: b
+                .clock
+                .kernel_id
+                .as_deref()
+                .map_or(0, |id| demarc_proto::packet_key(id.as_bytes())),
         };
         let now = self.now_ms();
         let mut j = self.joiner();

@@ -245,6 +245,7 @@ impl Scenario {
                 esterror_ns: self.maxerror_ns / 4,
                 maxerror_ns: self.maxerror_ns,
                 source: Some("adjtimex".into()),
+                kernel_id: None,
             },
             health: Health {
                 hooks: points

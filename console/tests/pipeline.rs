@@ -328,6 +328,7 @@ async fn a_late_packet_recomputes_its_minute_exactly(pool: SqlitePool) {
             let clock = demarc_console::join::ClockBound {
                 maxerror_ns: 0,
                 synced: true,
+                kernel: 0,
             };
             for r in &b.records {
                 j.push(0, Obs::from_record(r, &host, clock));

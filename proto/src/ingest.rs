@@ -67,6 +67,11 @@ pub struct ClockState {
     pub maxerror_ns: u64,
     /// Where the sync state came from, when known.
     pub source: Option<String>,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`). Probes that
+    /// report the same one stamp with one kernel clock (namespaces or
+    /// containers of one host), so segments between them have no clock error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_id: Option<String>,
 }
 
 /// Which kernel clock the BPF programs read.
@@ -403,6 +408,7 @@ mod tests {
                 esterror_ns: 0,
                 maxerror_ns: 16_000_000_000,
                 source: None,
+                kernel_id: None,
             },
             health: Health {
                 hooks: vec![],

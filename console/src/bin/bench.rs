@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 clock: ClockBound {
                     maxerror_ns: 0,
                     synced: true,
+                    kernel: 0,
                 },
                 class: Class::Rtp,
                 ssrc: Some(1),

@@ -10,6 +10,15 @@ use demarc_proto::{Class, Point};
 pub struct ClockBound {
     pub maxerror_ns: u64,
     pub synced: bool,
+    /// Hash of the kernel's boot id, 0 when the probe did not say.
+    pub kernel: u64,
+}
+
+impl ClockBound {
+    /// Both stamps come from one kernel clock (namespaces of one host).
+    pub fn same_kernel(&self, other: &ClockBound) -> bool {
+        self.kernel != 0 && self.kernel == other.kernel
+    }
 }
 
 /// The sender's view of the packet's 5-tuple.
@@ -162,8 +171,8 @@ impl Joined {
 }
 
 fn span(a: &Hop, b: &Hop) -> Bounded {
-    // Same host: one clock, no error. Across hosts: the OWAMP sum of both ends.
-    let err_ns = if a.host == b.host {
+    // One host or one kernel: one clock, no error. Else the OWAMP sum of both ends.
+    let err_ns = if a.host == b.host || a.clock.same_kernel(&b.clock) {
         0
     } else {
         a.clock.maxerror_ns.saturating_add(b.clock.maxerror_ns)
@@ -296,8 +305,10 @@ pub fn build(obs: Vec<Obs>) -> Joined {
         wire: pair(tx_wire, rx_wire),
         app: pair(app_send, app_recv),
     };
-    let many_hosts = path.iter().any(|h| h.host != path[0].host);
-    let unsynced = many_hosts && path.iter().any(|h| !h.clock.synced);
+    let many_clocks = path
+        .iter()
+        .any(|h| h.host != path[0].host && !h.clock.same_kernel(&path[0].clock));
+    let unsynced = many_clocks && path.iter().any(|h| !h.clock.synced);
     let sender = tx_wire.or(app_send).unwrap_or(first);
     let stun = obs.iter().find_map(|o| o.stun_type.zip(o.stun_txid));
     // Without endpoint probes (a relay probe alone beside a TURN server) the

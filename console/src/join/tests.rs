@@ -17,6 +17,7 @@ fn ob(key: u64, point: Point, host: &str, ts_ns: i64) -> Obs {
         clock: ClockBound {
             maxerror_ns: 1_000,
             synced: true,
+            kernel: 0,
         },
         class: Class::Rtp,
         ssrc: Some(0x1234),
@@ -263,6 +264,7 @@ fn clock_bounds_sum_both_ends_and_unsynced_is_marked() {
     a.clock = ClockBound {
         maxerror_ns: 500_000,
         synced: false,
+        kernel: 0,
     };
     let mut r = ob(9, Point::RxWire, "b", T0 + MS);
     r.clock.maxerror_ns = 250_000;
@@ -276,6 +278,30 @@ fn clock_bounds_sum_both_ends_and_unsynced_is_marked() {
     let p = join_one(vec![s.clone(), ob(10, Point::TxWire, "a", T0 + 20 * US)]);
     assert_eq!(p.seg.tx_host, Some(20 * US));
     assert!(!p.unsynced);
+}
+
+#[test]
+fn probes_on_one_kernel_share_its_clock() {
+    // Two namespaces of one host: unsynchronised, 16 s maxerror each, but one
+    // kernel clock, so the cross-host segment is exact and not marked.
+    let one_kernel = ClockBound {
+        maxerror_ns: 16_000_000_000,
+        synced: false,
+        kernel: 42,
+    };
+    let mut a = ob(11, Point::TxWire, "host/a", T0);
+    a.clock = one_kernel;
+    let mut r = ob(11, Point::RxWire, "host/b", T0 + MS);
+    r.clock = one_kernel;
+    let p = join_one(vec![a.clone(), r.clone()]);
+    assert_eq!(p.seg.wire, b(MS, 0));
+    assert!(!p.unsynced);
+
+    // Another kernel: the OWAMP sum again.
+    r.clock.kernel = 43;
+    let p = join_one(vec![a, r]);
+    assert_eq!(p.seg.wire, b(MS, 32_000_000_000));
+    assert!(p.unsynced);
 }
 
 fn stun(key: u64, ty: u16, point: Point, host: &str, ts: i64) -> Obs {
