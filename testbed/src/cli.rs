@@ -1,8 +1,11 @@
 //! Command-line options.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use demarc_testbed::scenario::Kind;
 use demarc_testbed::topology::DEFAULT_PREFIX;
 use demarc_testbed::Schedule;
 
@@ -27,6 +30,57 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_PREFIX)]
         prefix: String,
     },
+    /// Run a whole call through the lab (console, relay, probes, delay
+    /// lines, WebRTC peers) and check every measured segment against the
+    /// delay line's log; exits non-zero when a check fails.
+    Scenario(ScenarioArgs),
+    /// The `steps` scenario until Ctrl-C, with the console left at
+    /// http://127.0.0.1:8080 showing it.
+    Demo(LabArgs),
+}
+
+/// Where a run puts things.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Where the console listens (root namespace).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub console: SocketAddr,
+    /// Logs, console database, probe output, delay-line log
+    /// [default: /tmp/demarc-testbed-PREFIX].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// symmetric, asymmetric, steps or relay-load.
+    pub name: Kind,
+    /// How long the peers send once connected (`90s`, `2m`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// `steps`: interval between the +2 ms steps of A → B.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub step_every: Duration,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+/// `90s`, `2m`, `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 90s, 2m, 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}: ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 /// Delay schedules are `20ms`, `20ms~1ms` (uniform jitter),
@@ -55,4 +109,18 @@ pub struct UpArgs {
     /// Seed for jitter draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 }

@@ -38,6 +38,22 @@ pub enum Error {
     Io { what: String, source: io::Error },
     #[error("schedule {text:?}: {source}")]
     Schedule { text: String, source: ScheduleError },
+    #[error("{addr} is in use: the {what} cannot listen there (stop what holds it, or pick another address)")]
+    PortInUse {
+        addr: std::net::SocketAddr,
+        what: String,
+    },
+    #[error("{name}: {message} (log: {})", log.display())]
+    Service {
+        name: String,
+        message: String,
+        log: std::path::PathBuf,
+    },
+    #[error("peer {host}: {message}")]
+    Peer {
+        host: crate::topology::Host,
+        message: String,
+    },
     #[error("delay line {leg}: {message}")]
     DelayLine { leg: String, message: String },
 }

@@ -6,6 +6,8 @@
 
 pub mod delayline;
 mod error;
+pub mod peer;
+pub mod scenario;
 pub mod topology;
 
 pub use delayline::{Config, DelayLine, Schedule, Schedules};

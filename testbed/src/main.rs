@@ -2,19 +2,25 @@ mod cli;
 mod signals;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use demarc_testbed::scenario::{self, Kind, Options};
 use demarc_testbed::{topology, Config, DelayLine, Host, Leg, Schedules, Topology};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, UpArgs};
+use cli::{Cli, Command, LabArgs, UpArgs};
 use signals::Signals;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // The WebRTC stack logs every state change at info.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("warn,webrtc=error,demarc_testbed=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -22,6 +28,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up(*args),
         Command::Down { prefix } => down(&prefix),
+        Command::Scenario(args) => {
+            run_scenario(args.name, args.duration, args.step_every, false, args.lab)
+        }
+        // A square wave of ±2 ms every 30 s on A → B, for a day or until Ctrl-C.
+        Command::Demo(lab) => run_scenario(
+            Kind::Steps,
+            Duration::from_secs(24 * 3600),
+            Duration::from_secs(30),
+            true,
+            lab,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,4 +102,48 @@ fn down(prefix: &str) -> anyhow::Result<()> {
         println!("removed {}", removed.join(" "));
     }
     Ok(())
+}
+
+fn run_scenario(
+    kind: Kind,
+    duration: Duration,
+    step_every: Duration,
+    square: bool,
+    lab: LabArgs,
+) -> anyhow::Result<()> {
+    // Before any thread exists, so that every thread inherits the mask.
+    let signals = Signals::block().context("blocking signals")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = stop.clone();
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            tracing::info!("{signal}: ending the call, then removing everything");
+            stopper.store(true, Ordering::Relaxed);
+        }
+    });
+    let dir = lab
+        .dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("demarc-testbed-{}", lab.prefix)));
+    let options = Options {
+        kind,
+        duration,
+        step_every,
+        square,
+        prefix: lab.prefix,
+        console: lab.console,
+        dir,
+    };
+    if square {
+        println!("demo: A → B steps ±2 ms every 30 s, B → A stays flat; Ctrl-C stops it and removes everything");
+    }
+    let outcome = scenario::run(&options, stop)?;
+    print!("{}", outcome.text);
+    if outcome.failures.is_empty() {
+        println!("{kind}: all checks passed");
+        return Ok(());
+    }
+    for f in &outcome.failures {
+        println!("FAIL {f}");
+    }
+    anyhow::bail!("{kind}: {} check(s) failed", outcome.failures.len())
 }
