@@ -16,8 +16,8 @@ use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use demarc_ebpf::abi::{self, layout, Record};
 use demarc_ebpf::ENDPOINT_OBJ;
+use demarc_proto::vectors::{Expect, Vector};
 use demarc_proto::{parse_udp_payload, Class, Framing, Point};
-use serde::Deserialize;
 
 /// The probe must never change a packet's fate: tc says "no opinion"
 /// (TC_ACT_UNSPEC, -1), XDP passes.
@@ -37,35 +37,8 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_TCP: u8 = 6;
 
-#[derive(Debug, Deserialize)]
-struct Vector {
-    name: String,
-    udp_payload_hex: String,
-    expect: Expect,
-    key: Option<String>,
-    payload_len: Option<u32>,
-    wire_len: Option<u32>,
-    framing: Option<Framing>,
-    class: Option<Class>,
-    channel: Option<u16>,
-    ssrc: Option<u32>,
-    seq: Option<u16>,
-    stun_type: Option<u16>,
-    stun_txid: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Expect {
-    Media,
-    NotMedia,
-    Malformed,
-}
-
 fn vectors() -> Vec<Vector> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors.json");
-    let text = std::fs::read_to_string(path).expect("read testdata/vectors.json");
-    serde_json::from_str(&text).expect("parse testdata/vectors.json")
+    demarc_proto::vectors::load().expect("read ebpf/testdata/vectors.json")
 }
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod key;
 pub mod names;
 pub mod parse;
+pub mod vectors;
 
 pub use key::{is_sampled, packet_key, sample_threshold};
 pub use names::{Class, Framing, NameError, Point};

@@ -8,35 +8,9 @@
 //! `DEMARC_BLESS=1 cargo test -p demarc-proto --test vectors` rewrites the file.
 
 use std::ops::Range;
-use std::path::PathBuf;
 
+use demarc_proto::vectors::{Expect, Vector};
 use demarc_proto::{packet_key, parse_udp_payload, Class, Framing};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Vector {
-    name: String,
-    udp_payload_hex: String,
-    expect: Expect,
-    key: Option<String>,
-    payload_len: Option<u32>,
-    wire_len: Option<u32>,
-    framing: Option<Framing>,
-    class: Option<Class>,
-    channel: Option<u16>,
-    ssrc: Option<u32>,
-    seq: Option<u16>,
-    stun_type: Option<u16>,
-    stun_txid: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Expect {
-    Media,
-    NotMedia,
-    Malformed,
-}
 
 /// What the spec says a media payload yields.
 struct Want {
@@ -534,10 +508,6 @@ fn vectors() -> Vec<Vector> {
     v
 }
 
-fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ebpf/testdata/vectors.json")
-}
-
 fn render(v: &[Vector]) -> String {
     serde_json::to_string_pretty(v).expect("serialize vectors") + "\n"
 }
@@ -545,7 +515,7 @@ fn render(v: &[Vector]) -> String {
 #[test]
 fn vectors_file_is_current() {
     let want = render(&vectors());
-    let path = vectors_path();
+    let path = demarc_proto::vectors::path();
     if std::env::var_os("DEMARC_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, &want).expect("write vectors.json");
     }
@@ -577,7 +547,8 @@ fn vector_names_are_unique_and_cover_every_outcome() {
 
 #[test]
 fn parser_agrees_with_every_vector_in_the_file() {
-    let text = std::fs::read_to_string(vectors_path()).expect("read ebpf/testdata/vectors.json");
+    let text = std::fs::read_to_string(demarc_proto::vectors::path())
+        .expect("read ebpf/testdata/vectors.json");
     let vectors: Vec<Vector> = serde_json::from_str(&text).expect("parse vectors.json");
     for v in &vectors {
         let payload = unhex(&v.udp_payload_hex);
