@@ -98,18 +98,18 @@ fn segment_defs(dir: Direction, relay: bool) -> Vec<SegmentDef> {
             seg(
                 "net_up",
                 (a, Point::TxWire),
-                ("relay", Point::RelayIn),
+                (Host::Relay.name(), Point::RelayIn),
                 &dir.legs[..1],
             ),
             seg(
                 "dwell",
-                ("relay", Point::RelayIn),
-                ("relay", Point::RelayOut),
+                (Host::Relay.name(), Point::RelayIn),
+                (Host::Relay.name(), Point::RelayOut),
                 &[],
             ),
             seg(
                 "net_down",
-                ("relay", Point::RelayOut),
+                (Host::Relay.name(), Point::RelayOut),
                 (b, Point::RxWire),
                 &dir.legs[1..],
             ),

@@ -220,7 +220,7 @@ impl Lab {
             )?;
             Ok(out.trim().to_owned())
         };
-        let tokens = [token("a")?, token("b")?];
+        let tokens = [token("a")?, token("b")?, token("relay")?];
         let mut console = Service::start(
             "console",
             &console_bin,
@@ -281,16 +281,27 @@ impl Lab {
         relay.wait_for("demarc-relay started", Duration::from_secs(30))?;
         lab.relay = Some(relay);
 
-        let url = format!("http://{}", options.console);
-        for (host, token) in [Host::A, Host::B].into_iter().zip(tokens) {
+        // Endpoint probes on the peers' interfaces; the relay's dwell probe
+        // (`--probe-only`, beside the TURN server) on both of its sides.
+        // All run in the root namespace with --netns, so they reach the
+        // console on loopback.
+        let probes: [(Host, &Path, [&str; 2]); 3] = [
+            (Host::A, &probe_bin, ["--iface", "eth0"]),
+            (Host::B, &probe_bin, ["--iface", "eth0"]),
+            (
+                Host::Relay,
+                &relay_bin,
+                ["--probe-only", "--iface=to-wan-a,to-wan-b"],
+            ),
+        ];
+        for ((host, program, first), token) in probes.into_iter().zip(tokens) {
             let jsonl = dir.join(format!("{host}.jsonl"));
-            let args: Vec<String> = vec![
-                "--iface".into(),
-                "eth0".into(),
+            let mut args: Vec<String> = first.map(String::from).to_vec();
+            args.extend([
                 "--netns".into(),
                 topology.netns(host),
                 "--console".into(),
-                url.clone(),
+                format!("http://{}", options.console),
                 "--token".into(),
                 token,
                 "--name".into(),
@@ -299,8 +310,8 @@ impl Lab {
                 format!("jsonl:{}", jsonl.display()),
                 "--state-dir".into(),
                 dir.join(format!("probe-{host}")).display().to_string(),
-            ];
-            let mut probe = Service::start(&format!("probe-{host}"), &probe_bin, &args, dir)?;
+            ]);
+            let mut probe = Service::start(&format!("probe-{host}"), program, &args, dir)?;
             // The start-up report's last line: everything is attached.
             probe.wait_for("  output:", Duration::from_secs(60))?;
             lab.probes.push((host, probe, jsonl));
@@ -399,14 +410,14 @@ pub fn evaluate(
     use std::fmt::Write as _;
     let mut text = String::new();
     let mut failures = Vec::new();
-    let relay = probes.iter().any(|p| p.host == "relay");
+    let relay = probes.iter().any(|p| p.host == Host::Relay.name());
     let directions: Vec<DirectionReport> = DIRECTIONS
         .iter()
         .map(|d| check::direction(probes, holds, *d, relay))
         .collect();
     let rtts: Vec<(&str, Vec<i64>)> = probes
         .iter()
-        .filter(|p| p.host != "relay")
+        .filter(|p| p.host != Host::Relay.name())
         .map(|p| (p.host, check::ice_rtts(p)))
         .collect();
     let all_rtts = {
