@@ -5,7 +5,7 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use aya::{Ebpf, EbpfLoader};
 use demarc_proto::{
-    ingest::{ClockMode, HookStatus, ProbeInfo, ProbeKind},
+    ingest::{ClockMode, HookStatus, PointCounters, ProbeInfo, ProbeKind},
     Point,
 };
 
@@ -286,24 +286,17 @@ pub fn exit_report(program: &str, s: &Summary) -> String {
     let Some(health) = &s.health else {
         return out;
     };
-    let _ = writeln!(
-        out,
-        "  {:<9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>8} {:>9}",
-        "point", "seen", "media", "recorded", "parse_fail", "ringbuf_full", "map_full", "read_fail"
-    );
+    let _ = write!(out, "  {:<9}", "point");
+    for name in PointCounters::NAMES {
+        let _ = write!(out, " {name:>12}");
+    }
+    out.push('\n');
     for (p, c) in &health.points {
-        let _ = writeln!(
-            out,
-            "  {:<9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>8} {:>9}",
-            p.as_str(),
-            c.seen,
-            c.media,
-            c.recorded,
-            c.parse_fail,
-            c.ringbuf_full,
-            c.map_full,
-            c.read_fail
-        );
+        let _ = write!(out, "  {:<9}", p.as_str());
+        for v in c.values() {
+            let _ = write!(out, " {v:>12}");
+        }
+        out.push('\n');
     }
     let _ = writeln!(
         out,

@@ -118,6 +118,31 @@ pub struct PointCounters {
     pub read_fail: u64,
 }
 
+impl PointCounters {
+    /// Counter names, in the order of [`PointCounters::values`].
+    pub const NAMES: [&'static str; 7] = [
+        "seen",
+        "media",
+        "recorded",
+        "parse_fail",
+        "ringbuf_full",
+        "map_full",
+        "read_fail",
+    ];
+
+    pub fn values(&self) -> [u64; 7] {
+        [
+            self.seen,
+            self.media,
+            self.recorded,
+            self.parse_fail,
+            self.ringbuf_full,
+            self.map_full,
+            self.read_fail,
+        ]
+    }
+}
+
 /// Per-program statistics from `BPF_OBJ_GET_INFO_BY_FD`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramStats {

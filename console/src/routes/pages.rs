@@ -176,15 +176,7 @@ impl ProbeView {
             .points
             .iter()
             .map(|(pt, c)| {
-                let total = [
-                    c.seen,
-                    c.media,
-                    c.recorded,
-                    c.parse_fail,
-                    c.ringbuf_full,
-                    c.map_full,
-                    c.read_fail,
-                ];
+                let total = c.values();
                 let recent = p.recent.get(pt.as_str()).copied().unwrap_or_default();
                 (pt.to_string(), total, recent)
             })

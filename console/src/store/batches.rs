@@ -107,15 +107,7 @@ pub async fn store(
         .await?;
     }
     for (point, c) in &b.health.points {
-        let v = [
-            c.seen,
-            c.media,
-            c.recorded,
-            c.parse_fail,
-            c.ringbuf_full,
-            c.map_full,
-            c.read_fail,
-        ];
+        let v = c.values();
         let mut q = sqlx::query(
             "INSERT INTO point_counters (probe_id, at_ns, point, seen, media, recorded, parse_fail,
                 ringbuf_full, map_full, read_fail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
