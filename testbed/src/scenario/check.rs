@@ -210,6 +210,8 @@ pub struct SegmentStats {
     pub truth: Vec<i64>,
     /// Measured minus truth per packet, ns, sorted.
     pub error: Vec<i64>,
+    /// (time at the segment's start, measured ns) per packet, in time order.
+    pub series: Vec<(u64, i64)>,
 }
 
 /// One direction's result.
@@ -221,8 +223,6 @@ pub struct DirectionReport {
     /// App-to-App equal to the sum (exactly, in ns).
     pub app_complete: usize,
     pub app_equal: usize,
-    /// (send time at tx_wire, wire-to-wire ns) per packet, in time order.
-    pub wire_series: Vec<(u64, i64)>,
 }
 
 impl DirectionReport {
@@ -247,20 +247,21 @@ pub fn direction(
             ..Default::default()
         })
         .collect();
-    let (mut app_complete, mut app_equal, mut wire_series) = (0, 0, Vec::new());
+    let (mut app_complete, mut app_equal) = (0, 0);
     for key in index.sent_by(dir.from.name()) {
         let mut values = Vec::with_capacity(defs.len());
         for (def, stats) in defs.iter().zip(&mut segments) {
-            let value = match (index.ts(def.from, key), index.ts(def.to, key)) {
+            let ends = (index.ts(def.from, key), index.ts(def.to, key));
+            let value = match ends {
                 (Some(from), Some(to)) => Some(to as i64 - from as i64),
                 _ => None,
             };
             values.push(value);
-            let Some(v) = value else { continue };
+            let (Some(v), (Some(from), _)) = (value, ends) else {
+                continue;
+            };
             stats.measured.push(v);
-            if def.name == "wire" {
-                wire_series.push((index.ts(def.from, key).unwrap_or(0), v));
-            }
+            stats.series.push((from, v));
             if def.legs.is_empty() {
                 continue;
             }
@@ -287,14 +288,13 @@ pub fn direction(
         s.measured.sort_unstable();
         s.truth.sort_unstable();
         s.error.sort_unstable();
+        s.series.sort_unstable();
     }
-    wire_series.sort_unstable();
     DirectionReport {
         dir,
         segments,
         app_complete,
         app_equal,
-        wire_series,
     }
 }
 
@@ -327,8 +327,9 @@ pub fn ice_rtts(probe: &Probe) -> Vec<i64> {
 /// packet after which the level stays at least half the step away from the
 /// level before it. `None` when the level never moved.
 pub fn find_step(series: &[(u64, i64)], at_ns: u64, step_ns: i64) -> Option<u64> {
-    /// Packets that must agree, so one stalled packet is not a step.
-    const RUN: usize = 5;
+    /// Packets that must agree (~75 ms of a call), so a stalled packet or
+    /// a short burst of them is not a step.
+    const RUN: usize = 10;
     let window = 5 * STEP_WINDOW_NS;
     let mut before: Vec<i64> = series
         .iter()

@@ -520,6 +520,13 @@ pub fn evaluate(
     }
 }
 
+/// A segment's series, if it has one.
+fn series<'a>(r: &'a DirectionReport, name: &str) -> Option<&'a [(u64, i64)]> {
+    r.segment(name)
+        .map(|s| s.series.as_slice())
+        .filter(|s| !s.is_empty())
+}
+
 /// Each step of A→B found within [`check::STEP_WINDOW_NS`] of its time, and
 /// B→A's level unmoved there. Steps outside the measured span are skipped.
 fn check_steps(
@@ -530,10 +537,17 @@ fn check_steps(
     failures: &mut Vec<String>,
 ) {
     use std::fmt::Write as _;
-    let (Some(ab), Some(ba)) = (directions.first(), directions.get(1)) else {
+    // The stepped leg is client → relay: found on net_up where the relay
+    // probe splits the path (the relay's dwell stays out of it), else wire.
+    let (Some(ab), Some(ba)) = (
+        directions
+            .first()
+            .and_then(|r| series(r, "net_up").or_else(|| series(r, "wire"))),
+        directions.get(1).and_then(|r| series(r, "wire")),
+    ) else {
         return;
     };
-    let (first, last) = match (ab.wire_series.first(), ab.wire_series.last()) {
+    let (first, last) = match (ab.first(), ab.last()) {
         (Some(f), Some(l)) => (f.0, l.0),
         _ => return,
     };
@@ -545,7 +559,7 @@ fn check_steps(
             continue;
         }
         checked += 1;
-        match check::find_step(&ab.wire_series, at, step.delta_ns) {
+        match check::find_step(ab, at, step.delta_ns) {
             Some(seen) if seen.abs_diff(at) <= check::STEP_WINDOW_NS => {
                 let _ = writeln!(
                     text,
@@ -564,8 +578,8 @@ fn check_steps(
         }
         let window = 5 * check::STEP_WINDOW_NS;
         let guard = check::STEP_WINDOW_NS / 5;
-        let before = check::level(&ba.wire_series, at - window, at - guard);
-        let after = check::level(&ba.wire_series, at + guard, at + window);
+        let before = check::level(ba, at - window, at - guard);
+        let after = check::level(ba, at + guard, at + window);
         if let (Some(b), Some(a)) = (before, after) {
             if (a - b).abs() > step.delta_ns.abs() / 4 {
                 failures.push(format!(
