@@ -4,6 +4,7 @@
 //! the ground truth for the network segments. `docs/testbed.md` describes
 //! both.
 
+pub mod browser;
 pub mod delayline;
 mod error;
 pub mod peer;

@@ -355,7 +355,7 @@ async fn gather(
 }
 
 /// coturn's REST-API credentials: `expiry:name` and its HMAC under the secret.
-fn rest_credentials(secret: &str, name: &str) -> (String, String) {
+pub fn rest_credentials(secret: &str, name: &str) -> (String, String) {
     let expiry = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

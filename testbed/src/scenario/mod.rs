@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::browser;
 use crate::delayline::log;
 use crate::peer::{self, CallOptions, PeerReport};
 use crate::topology::{Host, Topology};
@@ -42,14 +43,17 @@ pub enum Kind {
     Asymmetric,
     Steps,
     RelayLoad,
+    /// Symmetric, with headless Chromium as the peers.
+    Browser,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Symmetric,
         Kind::Asymmetric,
         Kind::Steps,
         Kind::RelayLoad,
+        Kind::Browser,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Kind {
             Kind::Asymmetric => "asymmetric",
             Kind::Steps => "steps",
             Kind::RelayLoad => "relay-load",
+            Kind::Browser => "browser",
         }
     }
 }
@@ -380,18 +385,17 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> Result<Outcome> {
     let horizon = options.duration + Duration::from_secs(30);
     let plan = Plan::new(options, horizon);
     let mut lab = Lab::start(options, &plan)?;
-    let calls = if options.kind == Kind::RelayLoad {
-        LOAD_CALLS
-    } else {
-        1
-    };
     println!(
         "console: http://{}/  (direction comparison: http://{}/pairs/a/b)",
         options.console, options.console
     );
     println!("logs:    {}", options.dir.display());
     let call = call_options(options.duration, stop);
-    let peers = peer::calls(lab.topology(), &call, calls)?;
+    let peers = match options.kind {
+        Kind::Browser => browser::call(lab.topology(), &call, &options.dir)?,
+        Kind::RelayLoad => peer::calls(lab.topology(), &call, LOAD_CALLS)?,
+        _ => peer::calls(lab.topology(), &call, 1)?,
+    };
     let probes = lab.finish()?;
     let holds = log::read(&lab.holds)?;
     let mut outcome = evaluate(&plan, lab.epoch_ns, &probes, &holds, &peers);
