@@ -1,12 +1,13 @@
 //! Long-term credentials (RFC 8489 §9.2): static users, coturn's REST-API
 //! shared secrets, and stateless nonces.
 //!
-//! Nonces carry their own expiry and a MAC over it and the client's address,
-//! so an unauthenticated request leaves no state behind: a flood of them
-//! costs CPU, never memory.
+//! Nonces carry their own expiry and a MAC over it and the client's IP
+//! address, so an unauthenticated request leaves no state behind: a flood of
+//! them costs CPU, never memory. The port is left out because clients reuse a
+//! nonce on their other connections (RFC 6062 data connections do).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -86,7 +87,7 @@ impl std::fmt::Debug for Nonces {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
     Valid,
-    /// Ours, but expired, or issued to another address: answer 438.
+    /// Ours, but expired, or issued to another IP address: answer 438.
     Stale,
 }
 
@@ -100,12 +101,12 @@ impl Nonces {
         Self::new(rand::random(), lifetime_secs)
     }
 
-    pub fn issue(&self, client: SocketAddr, unix_now: u64) -> String {
+    pub fn issue(&self, client: IpAddr, unix_now: u64) -> String {
         let expiry = unix_now + self.lifetime_secs;
         format!("{expiry:x}.{}", self.mac(client, expiry))
     }
 
-    pub fn check(&self, nonce: &str, client: SocketAddr, unix_now: u64) -> NonceCheck {
+    pub fn check(&self, nonce: &str, client: IpAddr, unix_now: u64) -> NonceCheck {
         let Some((expiry, mac)) = nonce.split_once('.') else {
             return NonceCheck::Stale;
         };
@@ -118,7 +119,7 @@ impl Nonces {
         NonceCheck::Valid
     }
 
-    fn mac(&self, client: SocketAddr, expiry: u64) -> String {
+    fn mac(&self, client: IpAddr, expiry: u64) -> String {
         let mut mac = HmacSha1::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(&expiry.to_be_bytes());
         mac.update(client.to_string().as_bytes());
@@ -183,8 +184,8 @@ mod tests {
     #[test]
     fn nonce_round_trip_expiry_and_binding() {
         let nonces = Nonces::new([7; 32], 600);
-        let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let b: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
         let n = nonces.issue(a, 1000);
         assert_eq!(nonces.check(&n, a, 1000), NonceCheck::Valid);
         assert_eq!(nonces.check(&n, a, 1600), NonceCheck::Valid);

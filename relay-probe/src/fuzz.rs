@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use turn_types::message::{
+    ALLOCATE, CHANNEL_BIND, CONNECT, CONNECTION_BIND, CREATE_PERMISSION, REFRESH, SEND,
+};
 use turn_types::stun::attribute::{
     AttributeType, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, RawAttribute,
     Realm, Username,
@@ -35,6 +37,7 @@ pub struct FakeSockets {
     next_port: u16,
     pub open: Vec<SocketAddr>,
     pub reserved: Vec<SocketAddr>,
+    pub closed_connections: Vec<u32>,
     pub no_v6: bool,
 }
 
@@ -65,9 +68,17 @@ impl RelaySockets for FakeSockets {
         self.open.push(reserved);
     }
 
+    fn open_tcp(&mut self, family: AddressFamily) -> Result<SocketAddr, OpenError> {
+        self.open(family, PortRequest::Any).map(|(addr, _)| addr)
+    }
+
     fn close(&mut self, relay: SocketAddr) {
         self.open.retain(|r| *r != relay);
         self.reserved.retain(|r| *r != relay);
+    }
+
+    fn close_connection(&mut self, id: u32) {
+        self.closed_connections.push(id);
     }
 }
 
@@ -103,13 +114,15 @@ fn client(selector: u8) -> FiveTuple {
     }
 }
 
-const METHODS: [Method; 6] = [
+const METHODS: [Method; 8] = [
     ALLOCATE,
     REFRESH,
     CREATE_PERMISSION,
     CHANNEL_BIND,
     BINDING,
     SEND,
+    CONNECT,
+    CONNECTION_BIND,
 ];
 
 /// A signed request whose attributes come from the input.
@@ -184,14 +197,25 @@ pub fn run(data: &[u8]) -> usize {
                 let Some(attrs) = input.bytes() else { break };
                 let method = METHODS[usize::from(method) % METHODS.len()];
                 let request = signed(method, attrs, &nonce);
-                consume(server.handle_client(from, &request, now, &mut sockets))
+                match server.handle_client(from, &request, now, &mut sockets) {
+                    // The I/O would connect; let the input decide how that went.
+                    ClientAction::Connect { id, .. } => {
+                        let answer = server.peer_connected(id, selector % 2 == 0, now.mono);
+                        answer.and_then(|(_, reply)| consume(ClientAction::Reply(reply)))
+                    }
+                    action => consume(action),
+                }
             }
             2 => {
                 let Some(&relay) = sockets.open.get(usize::from(selector) % 4) else {
                     continue;
                 };
                 let peer = SocketAddr::from(([127, 0, 0, 1], u16::from(selector)));
-                server.handle_peer(relay, peer, usize::from(selector) * 8, now.mono);
+                if selector % 2 == 0 {
+                    server.handle_peer(relay, peer, usize::from(selector) * 8, now.mono);
+                } else {
+                    server.peer_incoming(relay, peer, now.mono);
+                }
                 None
             }
             3 => {

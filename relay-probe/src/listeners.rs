@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use turn_types::AddressFamily;
@@ -44,6 +44,14 @@ struct RelayEntry {
     task: Option<AbortHandle>,
 }
 
+/// An RFC 6062 peer data connection, as the I/O holds it.
+enum PeerConn {
+    /// Connected, waiting for the client's ConnectionBind.
+    Waiting(TcpStream),
+    /// Piped to a client data connection.
+    Piping(AbortHandle),
+}
+
 /// What every loop shares.
 struct Shared {
     core: Mutex<Server>,
@@ -52,6 +60,9 @@ struct Shared {
     udp_listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
     streams: Mutex<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     relays: Mutex<HashMap<SocketAddr, RelayEntry>>,
+    /// TCP relay listeners (RFC 6062) and their accept loops.
+    tcp_relays: Mutex<HashMap<SocketAddr, AbortHandle>>,
+    peer_conns: Mutex<HashMap<u32, PeerConn>>,
     picker: PortPicker,
 }
 
@@ -89,8 +100,28 @@ impl RelaySockets for Sockets<'_> {
         }
     }
 
+    fn open_tcp(&mut self, family: AddressFamily) -> Result<SocketAddr, OpenError> {
+        let listener = TcpListener::from_std(self.0.picker.bind_tcp(family)?).map_err(|e| {
+            tracing::warn!(error = %e, "cannot register TCP relay listener");
+            OpenError::Exhausted
+        })?;
+        let addr = listener.local_addr().map_err(|_| OpenError::Exhausted)?;
+        let task = tokio::spawn(tcp_relay_loop(self.0.clone(), listener, addr)).abort_handle();
+        lock(&self.0.tcp_relays).insert(addr, task);
+        Ok(addr)
+    }
+
     fn close(&mut self, relay: SocketAddr) {
         if let Some(task) = lock(&self.0.relays).remove(&relay).and_then(|e| e.task) {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.0.tcp_relays).remove(&relay) {
+            task.abort();
+        }
+    }
+
+    fn close_connection(&mut self, id: u32) {
+        if let Some(PeerConn::Piping(task)) = lock(&self.0.peer_conns).remove(&id) {
             task.abort();
         }
     }
@@ -150,6 +181,38 @@ impl Shared {
             recv_tai_ns,
             send_tai_ns: tai_ns(),
         });
+    }
+
+    /// Carries out what the state machine asked for; returns the connection
+    /// id when a stream has just become an RFC 6062 data connection.
+    async fn act(
+        self: &Arc<Self>,
+        client: FiveTuple,
+        action: ClientAction<'_>,
+        recv_tai_ns: u64,
+    ) -> Option<u32> {
+        match action {
+            ClientAction::Nothing => {}
+            ClientAction::Reply(reply) => {
+                self.send_to_client(client, &reply).await;
+            }
+            ClientAction::ToPeer {
+                relay,
+                peer,
+                payload,
+            } => {
+                self.to_peer(client, relay, peer, payload, recv_tai_ns)
+                    .await
+            }
+            ClientAction::Connect { id, relay, peer } => {
+                tokio::spawn(connect_peer(self.clone(), id, relay, peer));
+            }
+            ClientAction::Bind { id, reply } => {
+                self.send_to_client(client, &reply).await;
+                return Some(id);
+            }
+        }
+        None
     }
 
     fn report(&self, packet: Relayed<'_>) {
@@ -222,6 +285,14 @@ impl Running {
         {
             task.abort();
         }
+        for (_, task) in lock(&self.shared.tcp_relays).drain() {
+            task.abort();
+        }
+        for (_, conn) in lock(&self.shared.peer_conns).drain() {
+            if let PeerConn::Piping(task) = conn {
+                task.abort();
+            }
+        }
     }
 }
 
@@ -284,6 +355,8 @@ pub async fn start(
         udp_listeners: udp.iter().cloned().collect(),
         streams: Mutex::new(HashMap::new()),
         relays: Mutex::new(HashMap::new()),
+        tcp_relays: Mutex::new(HashMap::new()),
+        peer_conns: Mutex::new(HashMap::new()),
         picker: PortPicker::new(config.relay_ips.clone(), config.min_port..=config.max_port),
     });
 
@@ -357,21 +430,9 @@ async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr
             local,
             remote,
         };
-        match shared.handle_client(client, &buf[..n]) {
-            ClientAction::Nothing => {}
-            ClientAction::Reply(reply) => {
-                shared.send_to_client(client, &reply).await;
-            }
-            ClientAction::ToPeer {
-                relay,
-                peer,
-                payload,
-            } => {
-                shared
-                    .to_peer(client, relay, peer, payload, recv_tai_ns)
-                    .await
-            }
-        }
+        // UDP clients get no TCP allocations, so never a data connection.
+        let action = shared.handle_client(client, &buf[..n]);
+        shared.act(client, action, recv_tai_ns).await;
     }
 }
 
@@ -505,20 +566,20 @@ where
                     break 'conn;
                 }
             };
-            match shared.handle_client(client, &buf[..len]) {
-                ClientAction::Nothing => {}
-                ClientAction::Reply(reply) => {
-                    shared.send_to_client(client, &reply).await;
+            let action = shared.handle_client(client, &buf[..len]);
+            if let Some(id) = shared.act(client, action, recv_tai_ns).await {
+                // Bytes after the ConnectionBind already belong to the peer.
+                let leftover = buf.split_off(len);
+                let peer = lock(&shared.peer_conns).remove(&id);
+                let queue = lock(&shared.streams).get(&client).cloned();
+                if let (Some(PeerConn::Waiting(peer)), Some(queue)) = (peer, queue) {
+                    let piping = tokio::spawn(pipe(reader, leftover, peer, queue));
+                    lock(&shared.peer_conns).insert(id, PeerConn::Piping(piping.abort_handle()));
+                    let _ = piping.await;
+                    lock(&shared.peer_conns).remove(&id);
                 }
-                ClientAction::ToPeer {
-                    relay,
-                    peer,
-                    payload,
-                } => {
-                    shared
-                        .to_peer(client, relay, peer, payload, recv_tai_ns)
-                        .await
-                }
+                lock(&shared.core).connection_closed(id);
+                break 'conn;
             }
             buf.drain(..len);
         }
@@ -527,6 +588,83 @@ where
     lock(&shared.core).client_closed(client, &mut Sockets(&shared));
     // Let queued replies go out before the connection closes.
     let _ = tokio::time::timeout(Duration::from_secs(1), write_task).await;
+}
+
+/// Accepts peers on a TCP relay listener (RFC 6062 §5.3).
+async fn tcp_relay_loop(shared: Arc<Shared>, listener: TcpListener, relay: SocketAddr) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let attempt = lock(&shared.core).peer_incoming(relay, peer, Instant::now());
+        let Some((client, id, request)) = attempt else {
+            continue;
+        };
+        lock(&shared.peer_conns).insert(id, PeerConn::Waiting(stream));
+        shared.send_to_client(client, &request).await;
+    }
+}
+
+/// Connects from a TCP relay address to a peer (RFC 6062 §5.2), then lets
+/// the state machine answer the client's Connect.
+async fn connect_peer(shared: Arc<Shared>, id: u32, relay: SocketAddr, peer: SocketAddr) {
+    let connect = async {
+        let socket = match relay {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(relay)?;
+        socket.connect(peer).await
+    };
+    let stream = tokio::time::timeout(crate::connections::BIND_TIMEOUT, connect)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let connected = stream.is_some();
+    // Stored before the answer goes out, so a quick ConnectionBind finds it.
+    if let Some(stream) = stream {
+        lock(&shared.peer_conns).insert(id, PeerConn::Waiting(stream));
+    }
+    let answer = lock(&shared.core).peer_connected(id, connected, Instant::now());
+    match answer {
+        Some((client, reply)) => {
+            shared.send_to_client(client, &reply).await;
+        }
+        // The allocation went away meanwhile.
+        None => {
+            lock(&shared.peer_conns).remove(&id);
+        }
+    }
+}
+
+/// Copies a bound data connection both ways until either side ends.
+async fn pipe<R: AsyncRead + Unpin>(
+    mut client: R,
+    leftover: Vec<u8>,
+    peer: TcpStream,
+    to_client: mpsc::Sender<Vec<u8>>,
+) {
+    let (mut from_peer, mut to_peer) = peer.into_split();
+    let up = async {
+        to_peer.write_all(&leftover).await?;
+        tokio::io::copy(&mut client, &mut to_peer).await
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = from_peer.read(&mut buf).await?;
+            // The client's queue applies backpressure to the peer here.
+            if n == 0 || to_client.send(buf[..n].to_vec()).await.is_err() {
+                return Ok::<_, io::Error>(0);
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
 
 async fn expiry_loop(shared: Arc<Shared>) {

@@ -1,7 +1,8 @@
-//! Relay sockets: a UDP port from the configured range on a relay address.
+//! Relay sockets: a UDP port (or, RFC 6062, a TCP listener) from the
+//! configured range on a relay address.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -29,29 +30,50 @@ impl PortPicker {
         family: AddressFamily,
         request: PortRequest,
     ) -> Result<(UdpSocket, Option<UdpSocket>), OpenError> {
+        let ip = self.ip_for(family)?;
+        let pair = request == PortRequest::EvenReserveNext;
+        let last = *self.ports.end();
+        self.scan(|port| {
+            if (request != PortRequest::Any && port % 2 == 1) || (pair && port == last) {
+                return Ok(None);
+            }
+            let Some(socket) = try_bind(SocketAddr::new(ip, port), udp_socket)? else {
+                return Ok(None);
+            };
+            if !pair {
+                return Ok(Some((socket, None)));
+            }
+            let next = try_bind(SocketAddr::new(ip, port + 1), udp_socket)?;
+            Ok(next.map(|next| (socket, Some(next))))
+        })
+    }
+
+    /// A listening TCP socket for an RFC 6062 allocation.
+    pub fn bind_tcp(&self, family: AddressFamily) -> Result<TcpListener, OpenError> {
+        let ip = self.ip_for(family)?;
+        self.scan(|port| try_bind(SocketAddr::new(ip, port), tcp_relay_listener))
+    }
+
+    fn ip_for(&self, family: AddressFamily) -> Result<IpAddr, OpenError> {
         let want_v4 = family == AddressFamily::IPV4;
-        let ip = *self
-            .ips
+        self.ips
             .iter()
+            .copied()
             .find(|ip| ip.is_ipv4() == want_v4)
-            .ok_or(OpenError::NoAddress)?;
+            .ok_or(OpenError::NoAddress)
+    }
+
+    /// Tries every port of the range once, from a random start.
+    fn scan<T>(
+        &self,
+        mut try_port: impl FnMut(u16) -> Result<Option<T>, OpenError>,
+    ) -> Result<T, OpenError> {
         let (first, last) = (u32::from(*self.ports.start()), u32::from(*self.ports.end()));
         let span = last - first + 1;
         let start = rand::random_range(0..span);
         for i in 0..span {
-            let port = first + (start + i) % span;
-            let pair = request == PortRequest::EvenReserveNext;
-            if (request != PortRequest::Any && port % 2 == 1) || (pair && port == last) {
-                continue;
-            }
-            let Some(socket) = try_bind(SocketAddr::new(ip, port as u16))? else {
-                continue;
-            };
-            if !pair {
-                return Ok((socket, None));
-            }
-            if let Some(next) = try_bind(SocketAddr::new(ip, port as u16 + 1))? {
-                return Ok((socket, Some(next)));
+            if let Some(found) = try_port((first + (start + i) % span) as u16)? {
+                return Ok(found);
             }
         }
         Err(OpenError::Exhausted)
@@ -59,8 +81,11 @@ impl PortPicker {
 }
 
 /// `None` when the port is taken; other errors mean the address is unusable.
-fn try_bind(addr: SocketAddr) -> Result<Option<UdpSocket>, OpenError> {
-    match udp_socket(addr) {
+fn try_bind<T>(
+    addr: SocketAddr,
+    bind: fn(SocketAddr) -> io::Result<T>,
+) -> Result<Option<T>, OpenError> {
+    match bind(addr) {
         Ok(socket) => Ok(Some(socket)),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
         Err(e) => {
@@ -79,6 +104,21 @@ pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A TCP relay listener. SO_REUSEPORT lets the connections the relay opens
+/// to peers (RFC 6062 Connect) start from the same address and port.
+fn tcp_relay_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
     Ok(socket.into())
 }
 

@@ -15,23 +15,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use turn_types::attribute::{
-    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, Data as DataAttr, EvenPort, Lifetime,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, XorPeerAddress,
-    XorRelayedAddress,
+    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, ConnectionId, Data as DataAttr,
+    EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    XorPeerAddress, XorRelayedAddress,
 };
-use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use turn_types::message::{
+    ALLOCATE, CHANNEL_BIND, CONNECT, CONNECTION_ATTEMPT, CONNECTION_BIND, CREATE_PERMISSION,
+    REFRESH, SEND,
+};
 use turn_types::stun::attribute::{
     AttributeType, ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce,
     PasswordAlgorithm, PasswordAlgorithms, Realm, Software, Username, XorMappedAddress,
 };
 use turn_types::stun::message::{
-    LongTermKeyCredentials, Message, MessageClass, MessageHeader, MessageIntegrityCredentials,
-    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, TransactionId, BINDING,
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageHeader,
+    MessageIntegrityCredentials, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec,
+    TransactionId, BINDING,
 };
 use turn_types::stun::prelude::{Attribute, AttributeStaticType, AttributeWrite};
 use turn_types::AddressFamily;
 
 use crate::auth::{Credentials, NonceCheck, Nonces};
+use crate::connections::{Connections, State as ConnectionState};
 use crate::metrics::Metrics;
 use crate::policy::PeerPolicy;
 use crate::quota::{Bucket, Quota};
@@ -156,7 +161,12 @@ pub trait RelaySockets {
     ) -> Result<(SocketAddr, Option<SocketAddr>), OpenError>;
     /// Starts relaying on a socket that `open` held.
     fn claim(&mut self, reserved: SocketAddr);
+    /// Opens a TCP relay listener (RFC 6062).
+    fn open_tcp(&mut self, family: AddressFamily) -> Result<SocketAddr, OpenError>;
+    /// Closes a relay socket or TCP relay listener.
     fn close(&mut self, relay: SocketAddr);
+    /// Drops an RFC 6062 peer data connection, pending or bound.
+    fn close_connection(&mut self, id: u32);
 }
 
 /// How long a reserved port waits for its Allocate (RFC 8656 §7.2: 30 s).
@@ -174,6 +184,19 @@ pub enum ClientAction<'a> {
         relay: SocketAddr,
         peer: SocketAddr,
         payload: &'a [u8],
+    },
+    /// RFC 6062 Connect: open a TCP connection from `relay` to `peer` and
+    /// report the outcome to [`Server::peer_connected`], which answers.
+    Connect {
+        id: u32,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    },
+    /// RFC 6062 ConnectionBind accepted: send `reply`, then this stream
+    /// carries connection `id`'s bytes, unframed, both ways.
+    Bind {
+        id: u32,
+        reply: Vec<u8>,
     },
 }
 
@@ -194,6 +217,8 @@ struct Channel {
 #[derive(Debug)]
 struct Allocation {
     username: String,
+    /// An RFC 6062 TCP allocation: the relay is a TCP listener.
+    tcp: bool,
     /// The request that created it, so a retransmitted Allocate gets the
     /// same answer instead of 437.
     transaction: TransactionId,
@@ -262,6 +287,7 @@ pub struct Server {
     by_relay: HashMap<SocketAddr, FiveTuple>,
     /// RESERVATION-TOKEN → held port and when the hold ends.
     reservations: HashMap<u64, (SocketAddr, Instant)>,
+    connections: Connections,
     draining: bool,
     metrics: Arc<Metrics>,
 }
@@ -290,6 +316,7 @@ impl Server {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             reservations: HashMap::new(),
+            connections: Connections::default(),
             draining: false,
             metrics,
         }
@@ -365,6 +392,9 @@ impl Server {
         for client in expired {
             self.remove(client, relays, "expired");
         }
+        for id in self.connections.expire(now) {
+            relays.close_connection(id);
+        }
         self.reservations.retain(|_, (addr, expires)| {
             let keep = *expires > now;
             if !keep {
@@ -399,6 +429,9 @@ impl Server {
             for relay in &allocation.relays {
                 self.by_relay.remove(relay);
                 relays.close(*relay);
+            }
+            for id in self.connections.remove_client(client) {
+                relays.close_connection(id);
             }
             self.quota.release(&allocation.username);
             self.metrics.set_allocations(self.allocations.len());
@@ -483,7 +516,7 @@ impl Server {
             }
         };
         match msg.class() {
-            MessageClass::Request => ClientAction::Reply(self.request(from, &msg, now, relays)),
+            MessageClass::Request => self.request(from, &msg, now, relays),
             MessageClass::Indication if msg.method() == SEND => {
                 self.send_indication(from, &msg, data, now.mono)
             }
@@ -525,7 +558,7 @@ impl Server {
         msg: &Message<'_>,
         now: Now,
         relays: &mut dyn RelaySockets,
-    ) -> Vec<u8> {
+    ) -> ClientAction<'static> {
         let method = msg.method();
         if method == BINDING {
             let mut reply = Message::builder_success(msg, MessageWriteVec::with_capacity(64));
@@ -534,12 +567,27 @@ impl Server {
                 &XorMappedAddress::new(from.remote, msg.transaction_id()),
             );
             reply.add_fingerprint().expect("fingerprint fits");
-            return reply.finish();
+            return ClientAction::Reply(reply.finish());
         }
         let caller = match self.authenticate(from, msg, now) {
             Ok(caller) => caller,
-            Err(reply) => return reply,
+            Err(reply) => return ClientAction::Reply(reply),
         };
+        if method == CONNECT {
+            return match self.connect(from, msg, &caller, now.mono) {
+                Ok((id, relay, peer)) => ClientAction::Connect { id, relay, peer },
+                Err(failure) => ClientAction::Reply(self.respond(from, msg, &caller, Err(failure))),
+            };
+        }
+        if method == CONNECTION_BIND {
+            return match self.connection_bind(from, msg, &caller, now.mono) {
+                Ok(id) => ClientAction::Bind {
+                    id,
+                    reply: self.respond(from, msg, &caller, Ok(Success::Empty)),
+                },
+                Err(failure) => ClientAction::Reply(self.respond(from, msg, &caller, Err(failure))),
+            };
+        }
         let result = if method == ALLOCATE {
             self.allocate(from, msg, &caller, now.mono, relays)
         } else if method == REFRESH {
@@ -551,7 +599,7 @@ impl Server {
         } else {
             Err(ErrorCode::BAD_REQUEST.into())
         };
-        self.respond(from, msg, &caller, result)
+        ClientAction::Reply(self.respond(from, msg, &caller, result))
     }
 
     /// Long-term credentials: 401 with a fresh nonce when unsigned, 438 for a
@@ -578,7 +626,7 @@ impl Server {
         if realm.realm() != self.settings.realm {
             return Err(self.challenge(from, msg, now, ErrorCode::UNAUTHORIZED));
         }
-        if self.nonces.check(nonce.nonce(), from.remote, now.unix) == NonceCheck::Stale {
+        if self.nonces.check(nonce.nonce(), from.remote.ip(), now.unix) == NonceCheck::Stale {
             return Err(self.challenge(from, msg, now, ErrorCode::STALE_NONCE));
         }
         let username = username.username();
@@ -611,7 +659,7 @@ impl Server {
     /// An unsigned 401/438 carrying the realm and a new nonce.
     fn challenge(&self, from: FiveTuple, msg: &Message<'_>, now: Now, code: u16) -> Vec<u8> {
         self.metrics.error(code);
-        let nonce = self.nonces.issue(from.remote, now.unix);
+        let nonce = self.nonces.issue(from.remote.ip(), now.unix);
         let mut reply = Message::builder_error(msg, MessageWriteVec::with_capacity(160));
         add(&mut reply, &error_code(code));
         add(
@@ -634,7 +682,7 @@ impl Server {
         result: Result<Success, Failure>,
     ) -> Vec<u8> {
         let txid = msg.transaction_id();
-        let mut reply = match result {
+        let reply = match result {
             Ok(success) => {
                 let mut reply = Message::builder_success(msg, MessageWriteVec::with_capacity(128));
                 match success {
@@ -679,15 +727,144 @@ impl Server {
                 }
             }
         };
-        add(&mut reply, &Software::new(SOFTWARE).expect("short"));
-        reply
-            .add_message_integrity(
-                &caller.credentials,
-                turn_types::stun::message::IntegrityAlgorithm::Sha1,
-            )
-            .expect("integrity added once");
-        reply.add_fingerprint().expect("fingerprint fits");
-        reply.finish()
+        seal(reply, &caller.credentials)
+    }
+
+    /// RFC 6062 §5.2 Connect: checks, then hands the connecting to the I/O.
+    fn connect(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        caller: &Caller,
+        now: Instant,
+    ) -> Result<(u32, SocketAddr, SocketAddr), Failure> {
+        check_known(msg, &[XorPeerAddress::TYPE])?;
+        let is_tcp = self
+            .allocations
+            .get(&from)
+            .ok_or(Failure::from(ErrorCode::ALLOCATION_MISMATCH))?
+            .tcp;
+        if !is_tcp {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
+        let peers = self.peers(from, msg)?;
+        let [peer] = peers[..] else {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        };
+        if self.connections.has_peer(from, peer) {
+            return Err(ErrorCode::CONNECTION_ALREADY_EXISTS.into());
+        }
+        let relay = self.allocations[&from]
+            .relay_for(peer.ip())
+            .expect("family checked by peers()");
+        let state = ConnectionState::Connecting {
+            transaction: msg.transaction_id(),
+            credentials: caller.credentials.clone(),
+        };
+        Ok((self.connections.add(from, peer, state, now), relay, peer))
+    }
+
+    /// The I/O's outcome of a [`ClientAction::Connect`]: the Connect answer
+    /// for the control connection (success with CONNECTION-ID, or 447).
+    pub fn peer_connected(
+        &mut self,
+        id: u32,
+        connected: bool,
+        now: Instant,
+    ) -> Option<(FiveTuple, Vec<u8>)> {
+        let connection = self.connections.get(id)?;
+        let ConnectionState::Connecting {
+            transaction,
+            credentials,
+        } = connection.state.clone()
+        else {
+            return None;
+        };
+        let client = connection.client;
+        let (class, attribute): (_, Box<dyn AttributeWrite>) = if connected {
+            self.connections.set_state(id, ConnectionState::Ready, now);
+            (MessageClass::Success, Box::new(ConnectionId::new(id)))
+        } else {
+            self.connections.remove(id);
+            self.metrics.error(ErrorCode::CONNECTION_TIMEOUT_OR_FAILURE);
+            let code = error_code(ErrorCode::CONNECTION_TIMEOUT_OR_FAILURE);
+            (MessageClass::Error, Box::new(code))
+        };
+        let mut reply = Message::builder(
+            MessageType::from_class_method(class, CONNECT),
+            transaction,
+            MessageWriteVec::with_capacity(96),
+        );
+        add(&mut reply, attribute.as_ref());
+        Some((client, seal(reply, &credentials)))
+    }
+
+    /// A peer connected to a TCP relay listener (RFC 6062 §5.3): with a
+    /// permission, the client gets a ConnectionAttempt indication (as coturn
+    /// sends and its clients expect) on its control connection; the I/O keeps
+    /// the peer's stream under the returned id.
+    pub fn peer_incoming(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Option<(FiveTuple, u32, Vec<u8>)> {
+        let client = *self.by_relay.get(&relay)?;
+        let allocation = self.allocations.get(&client)?;
+        if !allocation.tcp || !allocation.permitted(peer.ip(), now) {
+            self.metrics.dropped("no_permission");
+            return None;
+        }
+        let id = self
+            .connections
+            .add(client, peer, ConnectionState::Ready, now);
+        let txid = TransactionId::generate();
+        let mut msg = Message::builder(
+            MessageType::from_class_method(MessageClass::Indication, CONNECTION_ATTEMPT),
+            txid,
+            MessageWriteVec::with_capacity(64),
+        );
+        add(&mut msg, &ConnectionId::new(id));
+        add(&mut msg, &XorPeerAddress::new(peer, txid));
+        msg.add_fingerprint().expect("fingerprint fits");
+        Some((client, id, msg.finish()))
+    }
+
+    /// RFC 6062 §5.4 ConnectionBind on a new data connection.
+    fn connection_bind(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        caller: &Caller,
+        now: Instant,
+    ) -> Result<u32, Failure> {
+        check_known(msg, &[ConnectionId::TYPE])?;
+        if from.transport == Transport::Udp || self.allocations.contains_key(&from) {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
+        let id = msg
+            .attribute::<ConnectionId>()
+            .map_err(|_| Failure::from(ErrorCode::BAD_REQUEST))?
+            .id();
+        let connection = self
+            .connections
+            .get(id)
+            .filter(|c| matches!(c.state, ConnectionState::Ready))
+            .ok_or(Failure::from(ErrorCode::BAD_REQUEST))?;
+        let owner = self
+            .allocations
+            .get(&connection.client)
+            .ok_or(Failure::from(ErrorCode::BAD_REQUEST))?;
+        if owner.username != caller.username {
+            return Err(ErrorCode::WRONG_CREDENTIALS.into());
+        }
+        self.connections.set_state(id, ConnectionState::Bound, now);
+        Ok(id)
+    }
+
+    /// A data connection ended; forget its id.
+    pub fn connection_closed(&mut self, id: u32) {
+        self.connections.remove(id);
     }
 
     /// The address clients are told for a relay socket (`external-ip`).
@@ -732,13 +909,25 @@ impl Server {
         let transport = msg
             .attribute::<RequestedTransport>()
             .map_err(|_| Failure::from(ErrorCode::BAD_REQUEST))?;
-        if transport.protocol() != RequestedTransport::UDP {
-            return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL.into());
-        }
         let requested = msg.attribute::<RequestedAddressFamily>().ok();
         let additional = msg.attribute::<AdditionalAddressFamily>().ok();
         let even_port = msg.attribute::<EvenPort>().ok();
         let token = msg.attribute::<ReservationToken>().ok();
+        let tcp = match transport.protocol() {
+            RequestedTransport::UDP => false,
+            // RFC 6062 §5.1: only over a TCP/TLS control connection, and
+            // without the UDP-only attributes.
+            RequestedTransport::TCP
+                if from.transport != Transport::Udp
+                    && even_port.is_none()
+                    && additional.is_none()
+                    && !msg.has_attribute(ReservationToken::TYPE) =>
+            {
+                true
+            }
+            RequestedTransport::TCP => return Err(ErrorCode::BAD_REQUEST.into()),
+            _ => return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL.into()),
+        };
         if msg.has_attribute(ReservationToken::TYPE)
             && (token.is_none()
                 || requested.is_some()
@@ -769,6 +958,7 @@ impl Server {
         };
         let opened = match token {
             Some(token) => self.claim_reservation(token.token(), relays),
+            None if tcp => open_tcp_relay(families[0], relays),
             None => open_relays(&families, port, relays),
         };
         let (opened, failed_family, reserved) = match opened {
@@ -793,6 +983,7 @@ impl Server {
             from,
             Allocation {
                 username: caller.username.clone(),
+                tcp,
                 transaction: msg.transaction_id(),
                 relays: opened.clone(),
                 expires: now + lifetime,
@@ -1001,6 +1192,24 @@ fn open_relays(
         (true, None) => Err(ErrorCode::SERVER_ERROR),
         (false, _) => Ok((opened, failed, reserved)),
     }
+}
+
+/// Opens the listener of a TCP allocation.
+fn open_tcp_relay(family: AddressFamily, relays: &mut dyn RelaySockets) -> Opened {
+    match relays.open_tcp(family) {
+        Ok(addr) => Ok((vec![addr], None, None)),
+        Err(OpenError::NoAddress) => Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
+        Err(OpenError::Exhausted) => Err(ErrorCode::INSUFFICIENT_CAPACITY),
+    }
+}
+
+/// SOFTWARE, MESSAGE-INTEGRITY and FINGERPRINT: the end of every signed message.
+fn seal(mut msg: MessageWriteVec, credentials: &MessageIntegrityCredentials) -> Vec<u8> {
+    add(&mut msg, &Software::new(SOFTWARE).expect("short"));
+    msg.add_message_integrity(credentials, IntegrityAlgorithm::Sha1)
+        .expect("integrity added once");
+    msg.add_fingerprint().expect("fingerprint fits");
+    msg.finish()
 }
 
 /// Seconds until `expires`, for a retransmitted Allocate's answer.
@@ -1288,8 +1497,10 @@ mod tests {
             .user("alice", "pw");
         stale.nonce = Some("5.deadbeef".into());
         assert_eq!(code(&h.call(c, stale)), 438);
-        // A nonce given to another client address is stale here.
-        let other_nonce = h.nonce(client(2000));
+        // A nonce given to another client IP address is stale here.
+        let mut elsewhere = client(1000);
+        elsewhere.remote.set_ip("198.51.100.8".parse().unwrap());
+        let other_nonce = h.nonce(elsewhere);
         let mut moved = req(ALLOCATE)
             .attr(RequestedTransport::new(RequestedTransport::UDP))
             .user("alice", "pw");
@@ -1369,10 +1580,10 @@ mod tests {
     fn allocate_attribute_errors() {
         let mut h = Harness::new(settings());
         let c = client(1000);
-        let tcp = req(ALLOCATE)
-            .attr(RequestedTransport::new(RequestedTransport::TCP))
+        let sctp = req(ALLOCATE)
+            .attr(RequestedTransport::new(132))
             .user("alice", "pw");
-        assert_eq!(code(&h.call(c, tcp)), 442);
+        assert_eq!(code(&h.call(c, sctp)), 442);
         assert_eq!(code(&h.call(c, req(ALLOCATE).user("alice", "pw"))), 400);
         let df = req(ALLOCATE)
             .attr(RequestedTransport::new(RequestedTransport::UDP))
@@ -1693,5 +1904,166 @@ mod tests {
         assert!(h.server.by_relay.is_empty() && h.server.reservations.is_empty());
         assert_eq!(h.server.quota.total(), 0);
         assert!(h.sockets.open.is_empty());
+    }
+
+    fn tcp_client(port: u16) -> FiveTuple {
+        FiveTuple {
+            transport: Transport::Tcp,
+            ..client(port)
+        }
+    }
+
+    fn tcp_allocation() -> Req<'static> {
+        req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::TCP))
+            .user("alice", "pw")
+    }
+
+    /// Sends a request, returning the action (Connect and Bind are not replies).
+    fn act(h: &mut Harness, from: FiveTuple, mut r: Req<'_>) -> ClientAction<'static> {
+        r.nonce = Some(h.nonce(from));
+        let bytes = r.build();
+        match h.send(from, &bytes) {
+            ClientAction::Reply(reply) => ClientAction::Reply(reply),
+            ClientAction::Connect { id, relay, peer } => ClientAction::Connect { id, relay, peer },
+            ClientAction::Bind { id, reply } => ClientAction::Bind { id, reply },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn connect_req(peer: SocketAddr) -> Req<'static> {
+        let txid = TransactionId::generate();
+        let mut r = req(CONNECT)
+            .attr(XorPeerAddress::new(peer, txid))
+            .user("alice", "pw");
+        r.txid = Some(txid);
+        r
+    }
+
+    fn bind_req(id: u32, user: &'static str, password: &str) -> Req<'static> {
+        req(CONNECTION_BIND)
+            .attr(ConnectionId::new(id))
+            .user(user, password)
+    }
+
+    #[test]
+    fn tcp_allocations_only_over_streams_and_without_udp_attributes() {
+        let mut h = Harness::new(settings());
+        assert_eq!(code(&h.call(client(1), tcp_allocation())), 400, "over UDP");
+        let even = req(ALLOCATE)
+            .attr(RequestedTransport::new(RequestedTransport::TCP))
+            .attr(EvenPort::new(false))
+            .user("alice", "pw");
+        assert_eq!(code(&h.call(tcp_client(1), even)), 400);
+        assert_eq!(code(&h.call(tcp_client(1), tcp_allocation())), 0);
+        assert_eq!(h.server.allocation_count(), 1);
+    }
+
+    #[test]
+    fn connect_then_bind_a_data_connection() {
+        let mut h = Harness::new(settings());
+        let control = tcp_client(1);
+        assert_eq!(code(&h.call(control, tcp_allocation())), 0);
+        let ClientAction::Connect {
+            id,
+            relay,
+            peer: to,
+        } = act(&mut h, control, connect_req(peer()))
+        else {
+            panic!("Connect is handed to the I/O");
+        };
+        assert_eq!((relay, to), (h.sockets.open[0], peer()));
+        let again = act(&mut h, control, connect_req(peer()));
+        let ClientAction::Reply(reply) = again else {
+            panic!()
+        };
+        assert_eq!(code(&reply), 446, "one connection per peer");
+        let denied = act(&mut h, control, connect_req("10.0.0.5:80".parse().unwrap()));
+        let ClientAction::Reply(reply) = denied else {
+            panic!()
+        };
+        assert_eq!(code(&reply), 403);
+
+        let (to_client, answer) = h.server.peer_connected(id, true, h.now.mono).unwrap();
+        assert_eq!(to_client, control);
+        let msg = Message::from_bytes(&answer).unwrap();
+        assert_eq!(code(&answer), 0);
+        assert_eq!(msg.attribute::<ConnectionId>().unwrap().id(), id);
+        let creds: MessageIntegrityCredentials =
+            LongTermKeyCredentials::new("alice".into(), "pw".into(), REALM.into()).into();
+        msg.validate_integrity(&creds)
+            .expect("the deferred answer is signed");
+
+        let data = tcp_client(2);
+        let ClientAction::Reply(reply) = act(&mut h, data, bind_req(id, "bob", "pw2")) else {
+            panic!()
+        };
+        assert_eq!(code(&reply), 441, "only the allocation's user may bind");
+        let ClientAction::Bind { id: bound, reply } =
+            act(&mut h, data, bind_req(id, "alice", "pw"))
+        else {
+            panic!("ConnectionBind turns the stream into a pipe");
+        };
+        assert_eq!((bound, code(&reply)), (id, 0));
+        let ClientAction::Reply(reply) = act(&mut h, tcp_client(3), bind_req(id, "alice", "pw"))
+        else {
+            panic!()
+        };
+        assert_eq!(code(&reply), 400, "bound once only");
+        // The control connection ending takes the data connection with it.
+        h.server.client_closed(control, &mut h.sockets);
+        assert_eq!(h.sockets.closed_connections, vec![id]);
+    }
+
+    #[test]
+    fn failed_connects_answer_447_and_unbound_connections_expire() {
+        let mut h = Harness::new(settings());
+        let control = tcp_client(1);
+        assert_eq!(code(&h.call(control, tcp_allocation())), 0);
+        let ClientAction::Connect { id, .. } = act(&mut h, control, connect_req(peer())) else {
+            panic!()
+        };
+        let (_, answer) = h.server.peer_connected(id, false, h.now.mono).unwrap();
+        assert_eq!(code(&answer), 447);
+        assert_eq!(
+            h.server.peer_connected(id, true, h.now.mono),
+            None,
+            "forgotten"
+        );
+        let ClientAction::Connect { id, .. } = act(&mut h, control, connect_req(peer())) else {
+            panic!()
+        };
+        h.server.peer_connected(id, true, h.now.mono).unwrap();
+        h.server
+            .expire(h.now.mono + Duration::from_secs(31), &mut h.sockets);
+        assert_eq!(h.sockets.closed_connections, vec![id]);
+    }
+
+    #[test]
+    fn incoming_peers_need_a_permission() {
+        let mut h = Harness::new(settings());
+        let control = tcp_client(1);
+        assert_eq!(code(&h.call(control, tcp_allocation())), 0);
+        let relay = h.sockets.open[0];
+        assert_eq!(h.server.peer_incoming(relay, peer(), h.now.mono), None);
+        assert_eq!(h.permit(control, peer()), 0);
+        let (to, id, attempt) = h.server.peer_incoming(relay, peer(), h.now.mono).unwrap();
+        assert_eq!(to, control);
+        let msg = Message::from_bytes(&attempt).unwrap();
+        assert!(msg.has_class(MessageClass::Indication) && msg.has_method(CONNECTION_ATTEMPT));
+        assert_eq!(msg.attribute::<ConnectionId>().unwrap().id(), id);
+        let addr = msg.attribute::<XorPeerAddress>().unwrap();
+        assert_eq!(addr.addr(msg.transaction_id()), peer());
+        let bound = act(&mut h, tcp_client(2), bind_req(id, "alice", "pw"));
+        assert!(matches!(bound, ClientAction::Bind { .. }));
+        // UDP allocations have no listener to connect to.
+        let (mut h, c) = allocated();
+        let relay = h.sockets.open[0];
+        assert_eq!(h.permit(c, peer()), 0);
+        assert_eq!(h.server.peer_incoming(relay, peer(), h.now.mono), None);
+        let ClientAction::Reply(reply) = act(&mut h, c, connect_req(peer())) else {
+            panic!()
+        };
+        assert_eq!(code(&reply), 400, "Connect on a UDP allocation");
     }
 }

@@ -30,13 +30,14 @@ fn peer(addr: &str) -> Peer {
     Peer { _proc: proc, port }
 }
 
-/// Runs uclient and checks every message came back (uclient's peer echoes).
-fn uclient(args: &[&str]) {
+/// Runs uclient with `clients` clients and checks every message came back
+/// (uclient's peer echoes).
+fn uclient(clients: u32, args: &[&str]) {
     require("turnutils_uclient");
     let out = run_with_limit(
         "turnutils_uclient",
         Command::new("turnutils_uclient")
-            .args(["-n", &MESSAGES.to_string(), "-m", &CLIENTS.to_string()])
+            .args(["-n", &MESSAGES.to_string(), "-m", &clients.to_string()])
             // 100 messages of 160 bytes every 10 ms per client: a voice call's rate.
             .args(["-l", "160", "-z", "10"])
             .args(args),
@@ -44,7 +45,7 @@ fn uclient(args: &[&str]) {
     );
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let expected = format!("tot_send_msgs={0}, tot_recv_msgs={0}", MESSAGES * CLIENTS);
+    let expected = format!("tot_send_msgs={0}, tot_recv_msgs={0}", MESSAGES * clients);
     assert!(
         out.status.success() && text.contains(&expected) && text.contains("Total lost packets 0 "),
         "turnutils_uclient {args:?} failed ({}):\n{text}",
@@ -73,7 +74,7 @@ fn udp_with_channels() {
     let mut args = vec!["-p", &port, "-e", "127.0.0.1", "-r", &peer_port];
     args.extend(USER);
     args.push("127.0.0.1");
-    uclient(&args);
+    uclient(CLIENTS, &args);
 }
 
 #[test]
@@ -85,7 +86,7 @@ fn udp_with_send_indications() {
     let mut args = vec!["-s", "-p", &port, "-e", "127.0.0.1", "-r", &peer_port];
     args.extend(USER);
     args.push("127.0.0.1");
-    uclient(&args);
+    uclient(CLIENTS, &args);
 }
 
 #[test]
@@ -98,8 +99,20 @@ fn tcp_with_channels_and_send_indications() {
         let mut args = vec!["-t", mode, "-p", &port, "-e", "127.0.0.1", "-r", &peer_port];
         args.extend(USER);
         args.push("127.0.0.1");
-        uclient(&args);
+        uclient(CLIENTS, &args);
     }
+}
+
+/// RFC 6062: uclient pairs connect to each other's TCP relay addresses
+/// (Connect, ConnectionAttempt, ConnectionBind).
+#[test]
+fn tcp_allocations() {
+    let relay = static_relay(&[]);
+    let port = relay.port.to_string();
+    let mut args = vec!["-T", "-p", &port];
+    args.extend(USER);
+    args.push("127.0.0.1");
+    uclient(CLIENTS, &args);
 }
 
 #[test]
@@ -129,7 +142,7 @@ fn tls() {
     ];
     args.extend(USER);
     args.push("127.0.0.1");
-    uclient(&args);
+    uclient(CLIENTS, &args);
 }
 
 #[test]
@@ -145,26 +158,28 @@ fn rest_api_secrets_rotate() {
     let peer = peer("127.0.0.1");
     let port = relay.port.to_string();
     let peer_port = peer.port.to_string();
+    let common = [
+        "-p",
+        &port,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port,
+        "-u",
+        "carol",
+    ];
     for secret in ["retiring", "current"] {
-        uclient(&[
-            "-p",
-            &port,
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-            "-u",
-            "carol",
-            "-W",
-            secret,
-            "127.0.0.1",
-        ]);
+        uclient(
+            CLIENTS,
+            &[&common[..], &["-W", secret, "127.0.0.1"]].concat(),
+        );
     }
     let out = run_with_limit(
         "turnutils_uclient",
         Command::new("turnutils_uclient")
-            .args(["-n", "2", "-p", &port, "-e", "127.0.0.1"])
-            .args(["-r", &peer_port, "-u", "carol", "-W", "wrong", "127.0.0.1"]),
+            .args(["-n", "2"])
+            .args(common)
+            .args(["-W", "wrong", "127.0.0.1"]),
         Duration::from_secs(30),
     );
     assert!(!out.status.success(), "a wrong secret must not allocate");
@@ -180,9 +195,9 @@ fn ipv6_relay_and_clients() {
     let mut args = vec!["-x", "-p", &port, "-e", "::1", "-r", &peer_port];
     args.extend(USER);
     args.push("127.0.0.1");
-    uclient(&args);
+    uclient(CLIENTS, &args);
     let mut args = vec!["-t", "-x", "-p", &port, "-e", "::1", "-r", &peer_port];
     args.extend(USER);
     args.push("::1");
-    uclient(&args);
+    uclient(CLIENTS, &args);
 }
