@@ -93,6 +93,42 @@ pub fn screenshot(url: &str, file: &Path, work: &Path, budget: Duration) -> Resu
     Ok(())
 }
 
+/// Screenshots every page of the console at `console` into `out`: the
+/// overview, the direction comparison a/b, the first RTP flow from a, the
+/// relay's dwell and the probes. Returns the files written.
+pub fn screenshot_console(console: SocketAddr, out: &Path, work: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(Error::io(format!("creating {}", out.display())))?;
+    let (_, flows) = crate::scenario::services::http_get(console, "/api/v1/flows")
+        .map_err(Error::io(format!("asking {console} for its flows")))?;
+    let flows: Vec<serde_json::Value> = serde_json::from_str(&flows).unwrap_or_default();
+    let flow = flows
+        .iter()
+        .find(|f| f["class"] == "rtp" && f["tx_host"] == "a")
+        .and_then(|f| f["id"].as_i64());
+    let mut pages = vec![
+        ("overview", "/".to_owned()),
+        ("pair-a-b", "/pairs/a/b".to_owned()),
+        ("relay", "/relays/relay".to_owned()),
+        ("probes", "/probes".to_owned()),
+    ];
+    if let Some(id) = flow {
+        pages.push(("flow-a-b-rtp", format!("/flows/{id}")));
+    }
+    pages
+        .into_iter()
+        .map(|(name, path)| {
+            let file = out.join(format!("{name}.png"));
+            screenshot(
+                &format!("http://{console}{path}"),
+                &file,
+                work,
+                Duration::from_secs(10),
+            )?;
+            Ok(file)
+        })
+        .collect()
+}
+
 /// What a browser reports when its call ends (from `getStats`).
 #[derive(Debug, Deserialize)]
 struct Done {
