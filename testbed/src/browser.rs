@@ -130,7 +130,7 @@ pub fn screenshot_console(console: SocketAddr, out: &Path, work: &Path) -> Resul
 }
 
 /// What a browser reports when its call ends (from `getStats`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct Done {
     audio_sent: u64,
     video_sent: u64,
@@ -227,16 +227,24 @@ pub fn call(topology: &Topology, options: &CallOptions, work: &Path) -> Result<V
     );
     drop(browsers);
     let kv = server.snapshot();
+    let stopped = options.stop.load(Ordering::Relaxed);
     [Host::A, Host::B]
         .into_iter()
         .map(|host| {
-            let done: Done = kv
+            let done: Option<Done> = kv
                 .get(&format!("done-{host}"))
-                .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or_else(|| Error::Peer {
-                    host,
-                    message: "Chromium did not report the end of its call".into(),
-                })?;
+                .and_then(|s| serde_json::from_str(s).ok());
+            // A call ended early (Ctrl-C) has nothing to report.
+            let done = match done {
+                Some(d) => d,
+                None if stopped => Done::default(),
+                None => {
+                    return Err(Error::Peer {
+                        host,
+                        message: "Chromium did not report the end of its call".into(),
+                    })
+                }
+            };
             Ok(PeerReport {
                 host,
                 connected_after,

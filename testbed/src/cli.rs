@@ -55,7 +55,7 @@ pub struct LabArgs {
 
 #[derive(Debug, Args)]
 pub struct ScenarioArgs {
-    /// symmetric, asymmetric, steps or relay-load.
+    /// symmetric, asymmetric, steps, relay-load or browser.
     pub name: Kind,
     /// How long the peers send once connected (`90s`, `2m`).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -63,6 +63,9 @@ pub struct ScenarioArgs {
     /// `steps`: interval between the +2 ms steps of A → B.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub step_every: Duration,
+    /// Headless Chromium as the peers instead of the webrtc crate's.
+    #[arg(long)]
+    pub chromium: bool,
     #[command(flatten)]
     pub lab: LabArgs,
 }

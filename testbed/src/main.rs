@@ -28,17 +28,29 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up(*args),
         Command::Down { prefix } => down(&prefix),
-        Command::Scenario(args) => {
-            run_scenario(args.name, args.duration, args.step_every, false, args.lab)
+        Command::Scenario(args) => run_scenario(Options {
+            kind: args.name,
+            duration: args.duration,
+            step_every: args.step_every,
+            square: false,
+            chromium: args.chromium,
+            ..lab_options(args.lab)
+        }),
+        Command::Demo(lab) => {
+            println!("demo: Chromium in a and b, relay-only; A → B steps ±2 ms every 30 s, B → A stays flat");
+            println!("demo: Ctrl-C stops it and removes everything");
+            run_scenario(Options {
+                kind: Kind::Steps,
+                // A square wave on A → B for a day, or until Ctrl-C.
+                duration: Duration::from_secs(24 * 3600),
+                step_every: Duration::from_secs(30),
+                square: true,
+                // Chromium answers ICE checks at once, so its RTT is honest;
+                // the webrtc crate's peers answer on their next write.
+                chromium: true,
+                ..lab_options(lab)
+            })
         }
-        // A square wave of ±2 ms every 30 s on A → B, for a day or until Ctrl-C.
-        Command::Demo(lab) => run_scenario(
-            Kind::Steps,
-            Duration::from_secs(24 * 3600),
-            Duration::from_secs(30),
-            true,
-            lab,
-        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,13 +116,24 @@ fn down(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_scenario(
-    kind: Kind,
-    duration: Duration,
-    step_every: Duration,
-    square: bool,
-    lab: LabArgs,
-) -> anyhow::Result<()> {
+/// Where a run puts things; the scenario fields are the caller's.
+fn lab_options(lab: LabArgs) -> Options {
+    let dir = lab
+        .dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("demarc-testbed-{}", lab.prefix)));
+    Options {
+        kind: Kind::Symmetric,
+        duration: Duration::ZERO,
+        step_every: Duration::ZERO,
+        square: false,
+        chromium: false,
+        prefix: lab.prefix,
+        console: lab.console,
+        dir,
+    }
+}
+
+fn run_scenario(options: Options) -> anyhow::Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::block().context("blocking signals")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,21 +144,7 @@ fn run_scenario(
             stopper.store(true, Ordering::Relaxed);
         }
     });
-    let dir = lab
-        .dir
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("demarc-testbed-{}", lab.prefix)));
-    let options = Options {
-        kind,
-        duration,
-        step_every,
-        square,
-        prefix: lab.prefix,
-        console: lab.console,
-        dir,
-    };
-    if square {
-        println!("demo: A → B steps ±2 ms every 30 s, B → A stays flat; Ctrl-C stops it and removes everything");
-    }
+    let kind = options.kind;
     let outcome = scenario::run(&options, stop)?;
     print!("{}", outcome.text);
     if outcome.failures.is_empty() {

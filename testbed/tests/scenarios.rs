@@ -30,6 +30,7 @@ fn run(kind: Kind, seconds: u64, prefix: &str, dir: &std::path::Path) -> (Outcom
         // Short, so that a 20 s call holds two steps.
         step_every: Duration::from_secs(6),
         square: false,
+        chromium: false,
         prefix: prefix.into(),
         console: free_loopback(),
         dir: dir.into(),

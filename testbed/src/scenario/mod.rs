@@ -97,6 +97,9 @@ pub struct Options {
     /// `steps`: go back down every other step (the demo's square wave)
     /// instead of climbing.
     pub square: bool,
+    /// Headless Chromium as the peers instead of the webrtc crate (always
+    /// for `browser`).
+    pub chromium: bool,
     pub prefix: String,
     /// Where the console listens (root namespace).
     pub console: SocketAddr,
@@ -393,6 +396,7 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> Result<Outcome> {
     let call = call_options(options.duration, stop);
     let peers = match options.kind {
         Kind::Browser => browser::call(lab.topology(), &call, &options.dir)?,
+        _ if options.chromium => browser::call(lab.topology(), &call, &options.dir)?,
         Kind::RelayLoad => peer::calls(lab.topology(), &call, LOAD_CALLS)?,
         _ => peer::calls(lab.topology(), &call, 1)?,
     };
