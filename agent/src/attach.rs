@@ -20,14 +20,40 @@ use crate::{netns::Netns, Error, Result};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Checks what every probe needs before loading: kernel BTF and tracefs.
+/// Capabilities every probe needs (bits of CapEff): CAP_NET_ADMIN (tc,
+/// XDP), CAP_PERFMON (tracing programs), CAP_BPF. `--netns` needs
+/// CAP_SYS_ADMIN as well, which entering the namespace reports.
+const NEEDED_CAPS: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+
+/// Checks what every probe needs before loading: capabilities and kernel BTF.
 pub fn preflight() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let missing: Vec<&str> = NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _)| cap_eff & (1 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Permission(missing.join(", ")));
+    }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::MissingBtf);
     }
+    Ok(())
+}
+
+/// Classic tracepoints are found through tracefs, which not every machine
+/// mounts at boot.
+fn ensure_tracefs() -> Result<()> {
     if !Path::new(TRACEFS).join("events").is_dir() {
         let status = std::process::Command::new("mount")
             .args(["-t", "tracefs", "tracefs", TRACEFS])
+            .stderr(std::process::Stdio::null())
             .status()?;
         if !status.success() {
             return Err(Error::Tracefs(std::io::Error::other(format!(
@@ -47,6 +73,7 @@ fn program_error(name: &str) -> impl FnOnce(ProgramError) -> Error + '_ {
 
 /// Attaches `prog` to the classic tracepoint `syscalls:<tp>`.
 pub fn tracepoint(ebpf: &mut Ebpf, prog: &str, tp: &str, point: Point) -> Result<HookStatus> {
+    ensure_tracefs()?;
     let p: &mut TracePoint = program(ebpf, prog)?;
     loaded(p.load(), prog)?;
     p.attach("syscalls", tp).map_err(program_error(prog))?;

@@ -32,6 +32,8 @@ pub enum Error {
     },
     #[error("interface {iface:?} not found in {netns}; list them with `ip link`")]
     UnknownInterface { iface: String, netns: String },
+    #[error("no permission: missing {0}; run as root (or grant those capabilities)")]
+    Permission(String),
     #[error(
         "kernel BTF not found at /sys/kernel/btf/vmlinux: the kernel needs CONFIG_DEBUG_INFO_BTF"
     )]

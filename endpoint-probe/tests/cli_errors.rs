@@ -64,6 +64,37 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     }
 }
 
+#[test]
+fn without_privileges_it_says_what_is_missing() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // `nobody` must be able to write the state directory.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_demarc-probe"))
+        .args(["--iface", "lo", "--output=jsonl:/dev/null", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no permission: missing CAP_NET_ADMIN"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 fn demarc_programs() -> usize {
     const OURS: [&str; 4] = ["tx_wire", "rx_wire", "app_send_", "app_recv_"];
     aya::programs::loaded_programs()
