@@ -11,6 +11,9 @@ use crate::turn::FiveTuple;
 
 /// RFC 6062 §5.2/§5.3: a connection not bound within 30 s is closed.
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Peer connections one allocation may hold; more are refused (508 for
+/// Connect, closed for incoming), so a permitted peer cannot pile them up.
+pub const MAX_PER_ALLOCATION: usize = 256;
 
 #[derive(Debug, Clone)]
 pub enum State {
@@ -59,6 +62,11 @@ impl Connections {
             },
         );
         id
+    }
+
+    /// Whether `client`'s allocation may take another connection.
+    pub fn has_room(&self, client: FiveTuple) -> bool {
+        self.by_id.values().filter(|c| c.client == client).count() < MAX_PER_ALLOCATION
     }
 
     /// Whether `client` has a connection to `peer`, in any state (446).
@@ -145,5 +153,22 @@ mod tests {
         assert!(c.get(b).is_some());
         assert_eq!(c.remove_client(client(1)), vec![b]);
         assert!(c.get(b).is_none());
+    }
+
+    #[test]
+    fn an_allocation_holds_a_bounded_number() {
+        let now = Instant::now();
+        let mut c = Connections::default();
+        for port in 0..MAX_PER_ALLOCATION as u16 {
+            assert!(c.has_room(client(1)));
+            c.add(
+                client(1),
+                SocketAddr::from(([203, 0, 113, 1], port)),
+                State::Ready,
+                now,
+            );
+        }
+        assert!(!c.has_room(client(1)));
+        assert!(c.has_room(client(2)));
     }
 }

@@ -754,6 +754,9 @@ impl Server {
         if self.connections.has_peer(from, peer) {
             return Err(ErrorCode::CONNECTION_ALREADY_EXISTS.into());
         }
+        if !self.connections.has_room(from) {
+            return Err(ErrorCode::INSUFFICIENT_CAPACITY.into());
+        }
         let relay = self.allocations[&from]
             .relay_for(peer.ip())
             .expect("family checked by peers()");
@@ -813,6 +816,10 @@ impl Server {
         let allocation = self.allocations.get(&client)?;
         if !allocation.tcp || !allocation.permitted(peer.ip(), now) {
             self.metrics.dropped("no_permission");
+            return None;
+        }
+        if !self.connections.has_room(client) {
+            self.metrics.dropped("too_many_connections");
             return None;
         }
         let id = self
