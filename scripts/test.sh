@@ -15,3 +15,5 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# The TURN message path under cargo-fuzz (libFuzzer + ASan), bounded.
+bash relay-probe/fuzz/run.sh 60
