@@ -145,12 +145,13 @@ static __always_inline int sock_tuple(struct sock *sk, struct demarc_tuple *t)
 	__builtin_memset(t, 0, sizeof(*t));
 	if (family == AF_INET) {
 		t->family = 4;
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_daddr);
+		/* Explicit sizes: BPF_CORE_READ_INTO on a byte array reads one byte. */
+		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
 		t->family = 6;
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	} else {
 		return -1;
 	}

@@ -121,6 +121,22 @@ fn every_datagram_is_recorded_at_all_four_points_with_one_key() {
             "key {key:016x}: timestamps out of order {ts:?}"
         );
         framed_seen += usize::from(points[&Point::AppSend][0].framing == Framing::ChannelData);
+        // Every point names the same flow: the sender's port (bound at the
+        // first send) to the receiver's address and port.
+        let wire = points[&Point::TxWire][0];
+        assert_eq!(wire.dst_ip.to_string(), RECEIVER_IP);
+        assert_eq!(wire.src_ip.to_string(), SENDER_IP);
+        for p in [Point::AppSend, Point::RxWire, Point::AppRecv] {
+            let r = points[&p][0];
+            assert_eq!(
+                (r.src_port, r.dst_ip, r.dst_port),
+                (wire.src_port, wire.dst_ip, wire.dst_port),
+                "{}: 5-tuple differs from tx_wire's",
+                p.as_str()
+            );
+        }
+        assert_eq!(points[&Point::AppRecv][0].src_ip, wire.src_ip);
+        assert_eq!(points[&Point::AppSend][0].src_ip, wire.src_ip);
     }
     println!("per-point counts: {per_point:?}");
     for (p, n) in &per_point {

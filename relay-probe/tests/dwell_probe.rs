@@ -36,7 +36,10 @@ impl Netns {
             "this test needs root (CI runs as root)"
         );
         let name = format!("dmcdw{}{tag}", std::process::id() % 100_000);
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         for args in [
             vec!["netns", "add", &name],
             vec!["-n", &name, "link", "set", "lo", "up"],

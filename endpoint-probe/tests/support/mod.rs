@@ -79,7 +79,10 @@ impl NetnsPair {
 
     fn remove(&self) {
         for ns in [&self.sender, &self.receiver] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -257,6 +260,18 @@ fn udp_socket() -> i32 {
 /// Sends `payloads` to RECEIVER_IP:port at `rate` per second with `how`.
 pub fn send_all(how: Syscall, port: u16, payloads: &[Vec<u8>], rate: f64) {
     let fd = udp_socket();
+    // Bound first, as media sockets are (ICE binds before it sends), so the
+    // source port is known at the first app_send already.
+    let local = sockaddr(SENDER_IP, 0);
+    // SAFETY: valid sockaddr of the stated size.
+    let bound = unsafe {
+        libc::bind(
+            fd,
+            (&local as *const libc::sockaddr_in).cast(),
+            std::mem::size_of_val(&local) as u32,
+        )
+    };
+    assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
     let dst = sockaddr(RECEIVER_IP, port);
     let dst_ptr = (&dst as *const libc::sockaddr_in).cast::<libc::sockaddr>();
     let dst_len = std::mem::size_of::<libc::sockaddr_in>() as u32;
@@ -386,10 +401,14 @@ pub fn receive(how: Syscall, port: u16, expected: usize, timeout: Duration) -> u
                     }
                 }
                 Syscall::Mmsg => {
+                    let mut names: Vec<libc::sockaddr_in> = vec![std::mem::zeroed(); iovs.len()];
                     let mut msgs: Vec<libc::mmsghdr> = iovs
                         .iter_mut()
-                        .map(|iov| {
+                        .zip(&mut names)
+                        .map(|(iov, name)| {
                             let mut m: libc::mmsghdr = std::mem::zeroed();
+                            m.msg_hdr.msg_name = (name as *mut libc::sockaddr_in).cast();
+                            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
                             m.msg_hdr.msg_iov = iov;
                             m.msg_hdr.msg_iovlen = 1;
                             m
