@@ -110,53 +110,74 @@ int rx_wire(struct xdp_md *ctx)
 
 /* ---- syscall points ---- */
 
-/* fd of the current task → its UDP sock in the monitored netns, else NULL. */
-static __always_inline struct sock *udp_sock_of_fd(__u64 fd)
+/* Bytes of struct sock read at once: sock_common up to skc_v6_rcv_saddr. */
+#define SK_HEAD 96
+
+/*
+ * Copies sk->__sk_common.FIELD from the head read in one go (one helper call
+ * instead of one per field), or reads it alone where this kernel's layout
+ * puts it further out.
+ */
+#define SK_FIELD(head, sk, field, dst, size)                                                      \
+	do {                                                                                      \
+		__u32 _off = bpf_core_field_offset(struct sock, __sk_common.field);               \
+		if (_off + (size) <= SK_HEAD)                                                     \
+			__builtin_memcpy((dst), (head) + _off, (size));                           \
+		else                                                                              \
+			bpf_core_read((dst), (size), &(sk)->__sk_common.field);                   \
+	} while (0)
+
+/*
+ * fd of the current task → its UDP socket in the monitored netns: fills t
+ * with the local address as source and the connected peer (if any) as
+ * destination; -1 for anything else.
+ */
+static __always_inline int udp_sock_tuple(__u64 fd, struct demarc_tuple *t)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds, *f = NULL;
 	struct socket *so;
 	struct sock *sk;
+	struct net *net = NULL;
+	__u8 head[SK_HEAD];
+	__u16 family = 0, port = 0;
 
 	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
+		return -1;
 	fds = BPF_CORE_READ(fdt, fd);
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return NULL;
+		return -1;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return NULL;
+		return -1;
 	so = BPF_CORE_READ(f, private_data);
 	if (!so || BPF_CORE_READ(so, type) != SOCK_DGRAM)
-		return NULL;
+		return -1;
 	sk = BPF_CORE_READ(so, sk);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
-		return NULL;
-	if (cfg_netns && BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != cfg_netns)
-		return NULL;
-	return sk;
-}
-
-/* Local and connected-peer addresses of sk into t (local side as source). */
-static __always_inline int sock_tuple(struct sock *sk, struct demarc_tuple *t)
-{
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		return -1;
+	if (bpf_probe_read_kernel(head, SK_HEAD, sk))
+		return -1;
+	SK_FIELD(head, sk, skc_net.net, &net, sizeof(net));
+	if (cfg_netns && BPF_CORE_READ(net, ns.inum) != cfg_netns)
+		return -1;
 
 	__builtin_memset(t, 0, sizeof(*t));
+	SK_FIELD(head, sk, skc_family, &family, 2);
 	if (family == AF_INET) {
 		t->family = 4;
-		/* Explicit sizes: BPF_CORE_READ_INTO on a byte array reads one byte. */
-		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
+		SK_FIELD(head, sk, skc_rcv_saddr, t->saddr, 4);
+		SK_FIELD(head, sk, skc_daddr, t->daddr, 4);
 	} else if (family == AF_INET6) {
 		t->family = 6;
-		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		SK_FIELD(head, sk, skc_v6_rcv_saddr, t->saddr, 16);
+		SK_FIELD(head, sk, skc_v6_daddr, t->daddr, 16);
 	} else {
 		return -1;
 	}
-	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	SK_FIELD(head, sk, skc_num, &t->sport, 2);
+	SK_FIELD(head, sk, skc_dport, &port, 2);
+	t->dport = bpf_ntohs(port);
 	return 0;
 }
 
@@ -263,10 +284,9 @@ int app_send_sendto(struct sys_enter_ctx *ctx)
 	__u64 ts = demarc_now();
 	struct demarc_scratch *sc;
 	struct demarc_tuple local;
-	struct sock *sk = udp_sock_of_fd(ctx->args[0]);
 	__u32 len = ctx->args[2] > 0xffff ? 0xffff : ctx->args[2];
 
-	if (!sk || !(sc = demarc_scratch()) || sock_tuple(sk, &local))
+	if (udp_sock_tuple(ctx->args[0], &local) || !(sc = demarc_scratch()))
 		return 0;
 	datagram_tuple(&sc->tuple, &local, DEMARC_POINT_APP_SEND, ctx->args[4]);
 	syscall_datagram(sc, DEMARC_POINT_APP_SEND, ts, ctx->args[1], len, len);
@@ -280,9 +300,8 @@ int app_send_sendmsg(struct sys_enter_ctx *ctx)
 	struct demarc_scratch *sc;
 	struct demarc_tuple local;
 	struct u_msghdr m;
-	struct sock *sk = udp_sock_of_fd(ctx->args[0]);
 
-	if (!sk || !(sc = demarc_scratch()) || sock_tuple(sk, &local))
+	if (udp_sock_tuple(ctx->args[0], &local) || !(sc = demarc_scratch()))
 		return 0;
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1])) {
 		demarc_count(DEMARC_POINT_APP_SEND, DEMARC_CNT_READ_FAIL);
@@ -321,9 +340,8 @@ SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int app_send_sendmmsg(struct sys_enter_ctx *ctx)
 {
 	struct mmsg_loop l = {.ts = demarc_now(), .point = DEMARC_POINT_APP_SEND};
-	struct sock *sk = udp_sock_of_fd(ctx->args[0]);
 
-	if (!sk || sock_tuple(sk, &l.local))
+	if (udp_sock_tuple(ctx->args[0], &l.local))
 		return 0;
 	l.vec = ctx->args[1];
 	l.count = ctx->args[2] > MAX_MMSG ? MAX_MMSG : ctx->args[2];
@@ -335,11 +353,10 @@ static __always_inline int recv_enter(struct sys_enter_ctx *ctx, __u32 kind)
 {
 	struct recv_args a = {.kind = kind, .buf = ctx->args[1]};
 	__u64 id = bpf_get_current_pid_tgid();
-	struct sock *sk = udp_sock_of_fd(ctx->args[0]);
 
-	if (!sk || (kind != RECV_MMSG && (ctx->args[kind == RECV_FROM ? 3 : 2] & MSG_PEEK)))
+	if (kind != RECV_MMSG && (ctx->args[kind == RECV_FROM ? 3 : 2] & MSG_PEEK))
 		return 0;
-	if (sock_tuple(sk, &a.local))
+	if (udp_sock_tuple(ctx->args[0], &a.local))
 		return 0;
 	if (kind == RECV_FROM)
 		a.addr = ctx->args[4];
