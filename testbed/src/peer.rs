@@ -290,7 +290,16 @@ async fn peer(
             }
         }
     };
-    let created = signalling.await?;
+    // Gathering waits for the TURN allocation, which never comes when the
+    // relay is unreachable.
+    let created = tokio::time::timeout(options.connect_timeout, signalling)
+        .await
+        .map_err(|_| {
+            format!(
+                "no relayed candidate from {} within {:?}: is the relay reachable?",
+                options.turn, options.connect_timeout
+            )
+        })??;
     let connected = tokio::time::timeout(
         options.connect_timeout,
         state.wait_for(|s| {

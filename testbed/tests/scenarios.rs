@@ -117,3 +117,23 @@ fn chromium_peers_are_measured_like_any_other() {
     let dir = tempfile::tempdir().unwrap();
     run(Kind::Browser, 12, "dmt-web", dir.path());
 }
+
+#[test]
+fn peers_that_cannot_reach_the_relay_fail_with_one_line() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // No delay line and no relay: the wans' TUNs drop everything.
+    let topology = demarc_testbed::Topology::up("dmt-noice").unwrap();
+    let mut call = scenario::call_options(Duration::from_secs(1), Arc::new(AtomicBool::new(false)));
+    call.connect_timeout = Duration::from_secs(5);
+    let err = demarc_testbed::peer::calls(&topology, &call, 1)
+        .err()
+        .expect("no call without a relay")
+        .to_string();
+    assert!(err.starts_with("peer "), "{err}");
+    assert!(
+        err.contains("did not connect") || err.contains("gather"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
+    topology.down().unwrap();
+}
