@@ -8,15 +8,18 @@ use demarc_agent::options::{parse_ports, ProbeOptions};
     name = "demarc-probe",
     version,
     about = "Timestamps real media packets at app_send, tx_wire, rx_wire and app_recv with eBPF",
-    long_about = "Timestamps real media packets (RTP, RTCP, DTLS, STUN, TURN-framed) with eBPF at \
-four points of this host, without any change to the applications:\n\
-  app_send  syscall entry of sendto/sendmsg/sendmmsg\n\
-  tx_wire   tc egress of each --iface\n\
-  rx_wire   XDP of each --iface (driver mode where available, else skb mode)\n\
-  app_recv  syscall exit of recvfrom/recvmsg/recvmmsg\n\n\
-Only sockets of the monitored network namespace are recorded: the probe's own, or --netns NAME. \
-`ip netns exec NS demarc-probe ...` monitors NS. Sockets driven by io_uring are not seen.\n\n\
-Runs until SIGINT/SIGTERM, then detaches, drains and flushes everything it holds."
+    long_about = concat!(
+        "Timestamps real media packets (RTP, RTCP, DTLS, STUN, TURN-framed) with eBPF at four ",
+        "points of this host, without any change to the applications:\n",
+        "  app_send  syscall entry of sendto/sendmsg/sendmmsg\n",
+        "  tx_wire   tc egress of each --iface\n",
+        "  rx_wire   XDP of each --iface (driver mode where available, else skb mode)\n",
+        "  app_recv  syscall exit of recvfrom/recvmsg/recvmmsg\n\n",
+        "Only sockets of the monitored network namespace are recorded: the probe's own, or ",
+        "--netns NAME. `ip netns exec NS demarc-probe ...` monitors NS. Sockets driven by ",
+        "io_uring are not seen.\n\n",
+        "Runs until SIGINT/SIGTERM, then detaches, drains and flushes everything it holds."
+    )
 )]
 pub struct Cli {
     #[command(flatten)]
