@@ -16,7 +16,7 @@ use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use demarc_ebpf::abi::{self, layout, Record};
 use demarc_ebpf::ENDPOINT_OBJ;
-use demarc_proto::vectors::{Expect, Vector};
+use demarc_proto::vectors::{hex, Expect, Vector};
 use demarc_proto::{parse_udp_payload, Class, Framing, Point};
 
 /// The probe must never change a packet's fate: tc says "no opinion"
@@ -629,47 +629,6 @@ fn generated_payload(rng: &mut Rng) -> Vec<u8> {
     p
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What demarc-proto's parser says of `payload`, in the shape of a vector.
-fn rust_twin(name: String, payload: &[u8]) -> Vector {
-    let mut v = Vector {
-        name,
-        udp_payload_hex: hex(payload),
-        expect: Expect::NotMedia,
-        key: None,
-        payload_len: None,
-        wire_len: None,
-        framing: None,
-        class: None,
-        channel: None,
-        ssrc: None,
-        seq: None,
-        stun_type: None,
-        stun_txid: None,
-    };
-    match parse_udp_payload(payload) {
-        Err(_) => v.expect = Expect::Malformed,
-        Ok(p) if p.is_media() => {
-            v.expect = Expect::Media;
-            v.key = Some(format!("{:016x}", p.key));
-            v.payload_len = Some(p.payload_len);
-            v.wire_len = Some(p.wire_len);
-            v.framing = Some(p.framing);
-            v.class = Some(p.class);
-            v.channel = p.channel;
-            v.ssrc = p.ssrc;
-            v.seq = p.seq;
-            v.stun_type = p.stun_type;
-            v.stun_txid = p.stun_txid.map(|t| hex(&t));
-        }
-        Ok(_) => {}
-    }
-    v
-}
-
 #[test]
 fn generated_payloads_agree_with_the_rust_twin() {
     const CASES: usize = 3000;
@@ -679,7 +638,7 @@ fn generated_payloads_agree_with_the_rust_twin() {
     let mut seen = [0; 3];
     let mut framings = [0; 4];
     for i in 0..CASES {
-        let v = rust_twin(format!("generated #{i}"), &generated_payload(&mut rng));
+        let v = Vector::parsed(format!("generated #{i}"), &generated_payload(&mut rng));
         seen[v.expect as usize] += 1;
         if let Some(f) = v.framing {
             framings[usize::from(f.code())] += 1;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Class, Framing};
+use crate::{parse_udp_payload, Class, Framing};
 
 /// One UDP payload and what the spec says the parser finds in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,55 @@ pub enum Expect {
     Media,
     NotMedia,
     Malformed,
+}
+
+impl Vector {
+    /// A payload that is not media, or malformed: only `expect` is set.
+    pub fn rejected(name: impl Into<String>, payload: &[u8], expect: Expect) -> Vector {
+        Vector {
+            name: name.into(),
+            udp_payload_hex: hex(payload),
+            expect,
+            key: None,
+            payload_len: None,
+            wire_len: None,
+            framing: None,
+            class: None,
+            channel: None,
+            ssrc: None,
+            seq: None,
+            stun_type: None,
+            stun_txid: None,
+        }
+    }
+
+    /// What this crate's parser finds in `payload`, as a vector.
+    pub fn parsed(name: impl Into<String>, payload: &[u8]) -> Vector {
+        let mut v = Vector::rejected(name, payload, Expect::NotMedia);
+        match parse_udp_payload(payload) {
+            Err(_) => v.expect = Expect::Malformed,
+            Ok(p) if p.is_media() => {
+                v.expect = Expect::Media;
+                v.key = Some(format!("{:016x}", p.key));
+                v.payload_len = Some(p.payload_len);
+                v.wire_len = Some(p.wire_len);
+                v.framing = Some(p.framing);
+                v.class = Some(p.class);
+                v.channel = p.channel;
+                v.ssrc = p.ssrc;
+                v.seq = p.seq;
+                v.stun_type = p.stun_type;
+                v.stun_txid = p.stun_txid.map(|t| hex(&t));
+            }
+            Ok(_) => {}
+        }
+        v
+    }
+}
+
+/// Lowercase hex, as the file spells bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the file lives in this repository.
