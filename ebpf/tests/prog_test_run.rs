@@ -16,8 +16,8 @@ use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use demarc_ebpf::abi::{self, layout, Record};
 use demarc_ebpf::ENDPOINT_OBJ;
-use demarc_proto::vectors::{hex, Expect, Vector};
-use demarc_proto::{parse_udp_payload, Class, Framing, Point};
+use demarc_proto::vectors::{Expect, Vector};
+use demarc_proto::{Class, Framing, Point};
 
 /// The probe must never change a packet's fate: tc says "no opinion"
 /// (TC_ACT_UNSPEC, -1), XDP passes.
