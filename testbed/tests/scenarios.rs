@@ -96,8 +96,6 @@ fn steps_show_in_one_direction_and_the_console_draws_them() {
         .console
         .take()
         .expect("the console outlives the lab");
-    // Packets reach the pages one join window (2 s) after their last record.
-    std::thread::sleep(Duration::from_secs(3));
     let shots = browser::screenshot_console(addr, &browser::artifacts(), dir.path())
         .unwrap_or_else(|e| panic!("screenshots: {e}"));
     for shot in &shots {

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use demarc_proto::ingest::Record;
 use demarc_proto::{Class, Framing, Point};
 
+use super::services::http_get;
 use crate::delayline::log::HoldRecord;
 use crate::topology::{Host, Leg};
 use crate::{Error, Result};
@@ -190,6 +192,70 @@ impl<'a> Index<'a> {
         keys.sort_unstable();
         keys
     }
+}
+
+/// The console's view of the same packets: the newest packets of every flow
+/// (up to 200 each, from its JSON API) must carry on their stored path the
+/// very timestamps the probes wrote, and their App-to-App must be the
+/// difference of that path's ends. Returns how many packets were compared
+/// and what disagreed.
+pub fn console_agrees(console: SocketAddr, probes: &[Probe]) -> Result<(usize, Vec<String>)> {
+    let get = |path: &str| -> Result<serde_json::Value> {
+        let (status, body) = http_get(console, path).map_err(Error::io(format!(
+            "asking the console at {console} for {path}"
+        )))?;
+        if status != 200 {
+            return Err(Error::io(format!("console {path}"))(std::io::Error::other(
+                format!("HTTP {status}"),
+            )));
+        }
+        serde_json::from_str(&body).map_err(|e| Error::io(format!("console {path}"))(e.into()))
+    };
+    let index = Index::new(probes, &[]);
+    let (mut compared, mut wrong) = (0, Vec::new());
+    let flows = get("/api/v1/flows")?;
+    for flow in flows.as_array().into_iter().flatten() {
+        let id = flow["id"].as_i64().unwrap_or_default();
+        let packets = get(&format!("/api/v1/flows/{id}/packets?n=200"))?;
+        for packet in packets.as_array().into_iter().flatten() {
+            let Some(key) = packet["key"]
+                .as_str()
+                .and_then(|k| u64::from_str_radix(k, 16).ok())
+            else {
+                continue;
+            };
+            compared += 1;
+            let mut ends = HashMap::new();
+            for hop in packet["path"].as_array().into_iter().flatten() {
+                let (Some(point), Some(host), Some(ts)) = (
+                    hop[0].as_str().and_then(|p| p.parse::<Point>().ok()),
+                    hop[1].as_str(),
+                    hop[2].as_i64(),
+                ) else {
+                    continue;
+                };
+                ends.insert(point, ts);
+                if let Some(own) = index.ts((host, point), key) {
+                    if own as i64 != ts {
+                        wrong.push(format!(
+                            "console flow {id} key {key:016x}: {point}@{host} {ts}, probe {own}"
+                        ));
+                    }
+                }
+            }
+            let app = packet["app_ns"].as_i64();
+            let span = ends
+                .get(&Point::AppRecv)
+                .zip(ends.get(&Point::AppSend))
+                .map(|(r, s)| r - s);
+            if app.is_some() && app != span {
+                wrong.push(format!(
+                    "console flow {id} key {key:016x}: App-to-App {app:?}, path ends {span:?}"
+                ));
+            }
+        }
+    }
+    Ok((compared, wrong))
 }
 
 /// Nearest-rank percentile of sorted values.

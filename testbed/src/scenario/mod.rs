@@ -34,6 +34,8 @@ const TURN_SECRET: &str = "demarc-testbed";
 const SYMMETRIC_MS: f64 = 15.0;
 const ASYMMETRIC_MS: [f64; 2] = [20.0, 35.0];
 const STEP_MS: f64 = 2.0;
+/// The console's join window (2 s) and a pipeline pass.
+const CONSOLE_SETTLE: Duration = Duration::from_secs(4);
 /// Calls at once in `relay-load`.
 pub const LOAD_CALLS: usize = 8;
 
@@ -403,6 +405,17 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> Result<Outcome> {
     let probes = lab.finish()?;
     let holds = log::read(&lab.holds)?;
     let mut outcome = evaluate(&plan, lab.epoch_ns, &probes, &holds, &peers);
+    // The console closes a packet one join window after its first record.
+    std::thread::sleep(CONSOLE_SETTLE);
+    let (compared, wrong) = check::console_agrees(options.console, &probes)?;
+    outcome.text.push_str(&format!(
+        "console: {compared} packets of its JSON API compared with the probes' records, {} differ\n",
+        wrong.len()
+    ));
+    if compared == 0 {
+        outcome.failures.push("the console shows no packet".into());
+    }
+    outcome.failures.extend(wrong.into_iter().take(10));
     outcome.console = lab.console.take();
     Ok(outcome)
 }
