@@ -5,6 +5,7 @@
 //! both.
 
 pub mod browser;
+mod command;
 pub mod delayline;
 mod error;
 pub mod peer;

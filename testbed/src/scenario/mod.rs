@@ -37,7 +37,7 @@ const STEP_MS: f64 = 2.0;
 /// The console's join window (2 s) and a pipeline pass.
 const CONSOLE_SETTLE: Duration = Duration::from_secs(4);
 /// Calls at once in `relay-load`.
-pub const LOAD_CALLS: usize = 8;
+const LOAD_CALLS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -224,7 +224,7 @@ impl Lab {
         let _ = std::fs::remove_file(&db);
         let db_arg = db.display().to_string();
         let token = |name: &str| -> Result<String> {
-            let out = services::output(
+            let out = crate::command::output(
                 &console_bin,
                 &["--db", &db_arg, "token", "create", "--name", name],
             )?;

@@ -156,23 +156,6 @@ impl Drop for Service {
     }
 }
 
-/// Runs `program args…` to completion and returns its standard output.
-pub fn output(program: &Path, args: &[&str]) -> Result<String> {
-    let cmd = format!("{} {}", program.display(), args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(Error::io(format!("running `{cmd}`")))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Command {
-            cmd,
-            stderr: stderr.trim().replace('\n', "; "),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// A plain HTTP/1.0 GET on loopback, enough for the console's JSON API
 /// and health check; returns the status and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

@@ -2,9 +2,8 @@
 //! what `ip` said about it.
 
 use std::io::ErrorKind;
-use std::process::Command;
 
-use crate::{Error, Result};
+use crate::{command, Error, Result};
 
 /// Runs `ip -n NETNS ARGS…` (`ip ARGS…` without a namespace); `args` is split
 /// on whitespace, which is safe because every name the testbed passes is
@@ -20,23 +19,10 @@ pub fn ip_output(netns: Option<&str>, args: &str) -> Result<String> {
         argv.extend(["-n", ns]);
     }
     argv.extend(args.split_whitespace());
-    let cmd = format!("ip {}", argv.join(" "));
-    tracing::debug!("{cmd}");
-    let out = Command::new("ip").args(&argv).output().map_err(|e| {
-        if e.kind() == ErrorKind::NotFound {
-            missing_ip()
-        } else {
-            Error::io(format!("running `{cmd}`"))(e)
-        }
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Command {
-            cmd,
-            stderr: stderr.trim().replace('\n', "; "),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    command::output("ip", &argv).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => missing_ip(),
+        e => e,
+    })
 }
 
 fn missing_ip() -> Error {
