@@ -23,7 +23,13 @@ fn free_loopback() -> SocketAddr {
         .unwrap()
 }
 
-fn run(kind: Kind, seconds: u64, prefix: &str, dir: &std::path::Path) -> (Outcome, SocketAddr) {
+/// Namespace prefixes of this process: another run of these tests on the
+/// same machine (a developer's beside CI's) uses others.
+fn prefix(name: &str) -> String {
+    format!("dmt{}-{name}", std::process::id())
+}
+
+fn run(kind: Kind, seconds: u64, name: &str, dir: &std::path::Path) -> (Outcome, SocketAddr) {
     let options = Options {
         kind,
         duration: Duration::from_secs(seconds),
@@ -31,7 +37,7 @@ fn run(kind: Kind, seconds: u64, prefix: &str, dir: &std::path::Path) -> (Outcom
         step_every: Duration::from_secs(6),
         square: false,
         chromium: false,
-        prefix: prefix.into(),
+        prefix: prefix(name),
         console: free_loopback(),
         dir: dir.into(),
     };
@@ -51,14 +57,14 @@ fn run(kind: Kind, seconds: u64, prefix: &str, dir: &std::path::Path) -> (Outcom
 fn symmetric_segments_match_the_delay_line() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    run(Kind::Symmetric, 12, "dmt-sym", dir.path());
+    run(Kind::Symmetric, 12, "sym", dir.path());
 }
 
 #[test]
 fn asymmetric_directions_keep_their_own_delays() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (outcome, _) = run(Kind::Asymmetric, 12, "dmt-asym", dir.path());
+    let (outcome, _) = run(Kind::Asymmetric, 12, "asym", dir.path());
     let wire = |i: usize| {
         let s = outcome.directions[i].segment("wire").unwrap();
         scenario::check::percentile(&s.measured, 50.0).unwrap()
@@ -80,7 +86,7 @@ fn asymmetric_directions_keep_their_own_delays() {
 fn steps_show_in_one_direction_and_the_console_draws_them() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (mut outcome, addr) = run(Kind::Steps, 20, "dmt-steps", dir.path());
+    let (mut outcome, addr) = run(Kind::Steps, 20, "steps", dir.path());
     let steps = outcome
         .text
         .lines()
@@ -113,14 +119,14 @@ fn steps_show_in_one_direction_and_the_console_draws_them() {
 fn chromium_peers_are_measured_like_any_other() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    run(Kind::Browser, 12, "dmt-web", dir.path());
+    run(Kind::Browser, 12, "web", dir.path());
 }
 
 #[test]
 fn peers_that_cannot_reach_the_relay_fail_with_one_line() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // No delay line and no relay: the wans' TUNs drop everything.
-    let topology = demarc_testbed::Topology::up("dmt-noice").unwrap();
+    let topology = demarc_testbed::Topology::up(&prefix("noice")).unwrap();
     let mut call = scenario::call_options(Duration::from_secs(1), Arc::new(AtomicBool::new(false)));
     call.connect_timeout = Duration::from_secs(5);
     let err = demarc_testbed::peer::calls(&topology, &call, 1)
