@@ -8,7 +8,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{free_range, TurnClient};
+use common::free_range;
+use demarc_relay::client::TurnClient;
 use demarc_relay::config::Config;
 use demarc_relay::listeners;
 use demarc_relay::observe::{tai_ns, Direction, Endpoints, PacketObserver, Relayed};
@@ -94,9 +95,9 @@ async fn reports_endpoints_and_every_relayed_packet() {
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let peer_addr = peer.local_addr().unwrap();
-        let mut client = TurnClient::new(udp, "alice", "pw");
-        let relayed = client.allocate(AddressFamily::IPV4);
-        assert_eq!(client.bind(0x4000, peer_addr), 0);
+        let mut client = TurnClient::new(udp, "alice", "pw").unwrap();
+        let relayed = client.allocate(AddressFamily::IPV4).unwrap();
+        assert_eq!(client.bind(0x4000, peer_addr).unwrap(), 0);
         client.socket.send_to(b"\x40\x00\x00\x04ping", udp).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = peer.recv_from(&mut buf).unwrap();

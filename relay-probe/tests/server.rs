@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, run_with_limit, self_signed, Relay, TempDir, TurnClient, BIN};
+use common::{free_port, run_with_limit, self_signed, Relay, TempDir, BIN};
+use demarc_relay::client::TurnClient;
 use turn_types::attribute::RequestedTransport;
 use turn_types::message::ALLOCATE;
 use turn_types::stun::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec};
@@ -32,16 +33,20 @@ const FORMS: &[(&str, &str)] = &[
 ];
 
 fn check_forms(relay: &Relay, expected: u16) {
-    let mut v4 = TurnClient::new(relay.addr(), "alice", "pw");
-    v4.allocate(AddressFamily::IPV4);
-    let mut v6 = TurnClient::new(relay.addr6(), "alice", "pw");
-    v6.allocate(AddressFamily::IPV6);
+    let mut v4 = TurnClient::new(relay.addr(), "alice", "pw").unwrap();
+    v4.allocate(AddressFamily::IPV4).unwrap();
+    let mut v6 = TurnClient::new(relay.addr6(), "alice", "pw").unwrap();
+    v6.allocate(AddressFamily::IPV6).unwrap();
     for (i, (addr, _)) in FORMS.iter().enumerate() {
         let peer = SocketAddr::new(addr.parse().unwrap(), 9);
         let client = if peer.is_ipv4() { &mut v4 } else { &mut v6 };
-        assert_eq!(client.permit(peer), expected, "CreatePermission {addr}");
         assert_eq!(
-            client.bind(0x4000 + i as u16, peer),
+            client.permit(peer).unwrap(),
+            expected,
+            "CreatePermission {addr}"
+        );
+        assert_eq!(
+            client.bind(0x4000 + i as u16, peer).unwrap(),
             expected,
             "ChannelBind {addr}"
         );
@@ -67,10 +72,10 @@ fn peer_policy_allows_configured_ranges() {
 #[test]
 fn allow_loopback_peers_opens_loopback_only() {
     let relay = Relay::start(&["--user", "alice:pw", "--allow-loopback-peers"]);
-    let mut client = TurnClient::new(relay.addr(), "alice", "pw");
-    client.allocate(AddressFamily::IPV4);
-    assert_eq!(client.permit("127.0.0.1:9".parse().unwrap()), 0);
-    assert_eq!(client.permit("10.0.0.1:9".parse().unwrap()), 403);
+    let mut client = TurnClient::new(relay.addr(), "alice", "pw").unwrap();
+    client.allocate(AddressFamily::IPV4).unwrap();
+    assert_eq!(client.permit("127.0.0.1:9".parse().unwrap()).unwrap(), 0);
+    assert_eq!(client.permit("10.0.0.1:9".parse().unwrap()).unwrap(), 403);
 }
 
 fn start_error(args: &[&str]) -> String {
@@ -136,17 +141,19 @@ fn unknown_config_keys_warn_once_and_do_not_stop_the_server() {
 fn sigterm_drains() {
     let relay_args = ["--user", "alice:pw", "--drain-timeout", "3"];
     let mut relay = Relay::start(&relay_args);
-    let mut client = TurnClient::new(relay.addr(), "alice", "pw");
-    client.allocate(AddressFamily::IPV4);
+    let mut client = TurnClient::new(relay.addr(), "alice", "pw").unwrap();
+    client.allocate(AddressFamily::IPV4).unwrap();
     relay.proc.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     // Still serving the existing allocation, refusing new ones.
-    let mut late = TurnClient::new(relay.addr(), "alice", "pw");
-    let (code, _) = late.request(ALLOCATE, &|_| {
-        vec![Box::new(RequestedTransport::new(RequestedTransport::UDP))]
-    });
+    let mut late = TurnClient::new(relay.addr(), "alice", "pw").unwrap();
+    let (code, _) = late
+        .request(ALLOCATE, &|_| {
+            vec![Box::new(RequestedTransport::new(RequestedTransport::UDP))]
+        })
+        .unwrap();
     assert_eq!(code, 508);
-    assert_eq!(client.permit("8.8.8.8:9".parse().unwrap()), 0);
+    assert_eq!(client.permit("8.8.8.8:9".parse().unwrap()).unwrap(), 0);
     let status = relay
         .proc
         .wait_exit(Duration::from_secs(10))
@@ -258,8 +265,8 @@ fn floods_leave_memory_bounded_and_metrics_count_them() {
         "{text}"
     );
     // Still serving.
-    let mut client = TurnClient::new(relay.addr(), "alice", "pw");
-    client.allocate(AddressFamily::IPV4);
+    let mut client = TurnClient::new(relay.addr(), "alice", "pw").unwrap();
+    client.allocate(AddressFamily::IPV4).unwrap();
 }
 
 /// Reads until the server closes the connection; `false` if it stays open.

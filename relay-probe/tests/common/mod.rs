@@ -1,5 +1,5 @@
 //! Helpers for the tests that run the real binary: processes that die with
-//! the test, free ports, a minimal TURN client, TLS files.
+//! the test, free ports, TLS files.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -7,17 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use turn_types::attribute::{
-    ChannelNumber, RequestedAddressFamily, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
-use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION};
-use turn_types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
-use turn_types::stun::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
-    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, Method, TransactionId, BINDING,
-};
-use turn_types::stun::prelude::AttributeWrite;
-use turn_types::AddressFamily;
+use turn_types::stun::message::{Message, MessageWrite, MessageWriteVec, BINDING};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_demarc-relay");
 
@@ -250,143 +240,5 @@ fn rand_suffix() -> u64 {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A minimal TURN client over UDP for what the real clients cannot be made
-/// to do (ask for denied peers, count exact error codes).
-pub struct TurnClient {
-    pub socket: UdpSocket,
-    server: SocketAddr,
-    user: String,
-    password: String,
-    realm: String,
-    nonce: String,
-}
-
-impl TurnClient {
-    pub fn new(server: SocketAddr, user: &str, password: &str) -> Self {
-        let bind = if server.is_ipv4() {
-            "127.0.0.1:0"
-        } else {
-            "[::1]:0"
-        };
-        let socket = UdpSocket::bind(bind).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        Self {
-            socket,
-            server,
-            user: user.into(),
-            password: password.into(),
-            realm: String::new(),
-            nonce: String::new(),
-        }
-    }
-
-    pub fn roundtrip(&self, request: &[u8]) -> Vec<u8> {
-        self.socket.send_to(request, self.server).unwrap();
-        let mut buf = vec![0u8; 2048];
-        let (n, _) = self.socket.recv_from(&mut buf).expect("an answer");
-        buf.truncate(n);
-        buf
-    }
-
-    /// Sends a signed request, learning realm and nonce from a 401/438
-    /// first. Returns the response's error code (0 for success) and bytes.
-    pub fn request(
-        &mut self,
-        method: Method,
-        attrs: &dyn Fn(TransactionId) -> Vec<Box<dyn AttributeWrite>>,
-    ) -> (u16, Vec<u8>) {
-        for _ in 0..2 {
-            let txid = TransactionId::generate();
-            let mut msg = Message::builder(
-                MessageType::from_class_method(MessageClass::Request, method),
-                txid,
-                MessageWriteVec::new(),
-            );
-            for a in attrs(txid) {
-                msg.add_attribute(a.as_ref()).unwrap();
-            }
-            if !self.nonce.is_empty() {
-                msg.add_attribute(&Username::new(&self.user).unwrap())
-                    .unwrap();
-                msg.add_attribute(&Realm::new(&self.realm).unwrap())
-                    .unwrap();
-                msg.add_attribute(&Nonce::new(&self.nonce).unwrap())
-                    .unwrap();
-                let creds: MessageIntegrityCredentials = LongTermKeyCredentials::new(
-                    self.user.clone(),
-                    self.password.clone(),
-                    self.realm.clone(),
-                )
-                .into();
-                msg.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
-                    .unwrap();
-            }
-            let reply = self.roundtrip(&msg.finish());
-            let code = response_code(&reply);
-            if code == 401 || code == 438 {
-                let parsed = Message::from_bytes(&reply).unwrap();
-                if let (Ok(realm), Ok(nonce)) =
-                    (parsed.attribute::<Realm>(), parsed.attribute::<Nonce>())
-                {
-                    let fresh = self.nonce.is_empty() || code == 438;
-                    self.realm = realm.realm().into();
-                    self.nonce = nonce.nonce().into();
-                    if fresh {
-                        continue;
-                    }
-                }
-            }
-            return (code, reply);
-        }
-        panic!("no answer after a fresh nonce");
-    }
-
-    /// Allocates a relay of `family`; returns the relayed address.
-    pub fn allocate(&mut self, family: AddressFamily) -> SocketAddr {
-        let (code, reply) = self.request(ALLOCATE, &|_| {
-            let mut attrs: Vec<Box<dyn AttributeWrite>> =
-                vec![Box::new(RequestedTransport::new(RequestedTransport::UDP))];
-            if family == AddressFamily::IPV6 {
-                attrs.push(Box::new(RequestedAddressFamily::new(family)));
-            }
-            attrs
-        });
-        assert_eq!(code, 0, "allocate");
-        let msg = Message::from_bytes(&reply).unwrap();
-        msg.attribute::<XorRelayedAddress>()
-            .unwrap()
-            .addr(msg.transaction_id())
-    }
-
-    pub fn permit(&mut self, peer: SocketAddr) -> u16 {
-        self.request(CREATE_PERMISSION, &|txid| {
-            vec![Box::new(XorPeerAddress::new(peer, txid))]
-        })
-        .0
-    }
-
-    pub fn bind(&mut self, channel: u16, peer: SocketAddr) -> u16 {
-        self.request(CHANNEL_BIND, &|txid| {
-            vec![
-                Box::new(ChannelNumber::new(channel)),
-                Box::new(XorPeerAddress::new(peer, txid)),
-            ]
-        })
-        .0
-    }
-}
-
-/// 0 for a success response, else the ERROR-CODE.
-pub fn response_code(reply: &[u8]) -> u16 {
-    let msg = Message::from_bytes(reply).expect("a STUN response");
-    match msg.class() {
-        MessageClass::Success => 0,
-        MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
-        other => panic!("not a response: {other:?}"),
     }
 }
