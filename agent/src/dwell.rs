@@ -48,9 +48,9 @@ pub fn load_relay(
     }
     let (mut hooks, mut fallbacks) = (Vec::new(), Vec::new());
     for iface in &prepared.opts.ifaces {
-        hooks.push(attach::xdp(
+        hooks.push(attach::ingress(
             &mut ebpf,
-            "relay_in",
+            ("relay_in", "relay_in_tc"),
             &prepared.netns,
             iface,
             Point::RelayIn,

@@ -108,6 +108,19 @@ int rx_wire(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/*
+ * rx_wire at tc ingress, where the driver has no native XDP: skb-mode XDP
+ * would first copy every packet into a buffer with XDP headroom.
+ */
+SEC("classifier")
+int rx_wire_tc(struct __sk_buff *skb)
+{
+	struct demarc_src s = {.ctx = skb, .kind = DEMARC_SRC_SKB};
+
+	demarc_wire(s, skb->len, DEMARC_POINT_RX_WIRE, skb->ifindex); /* the receiving device here */
+	return -1;
+}
+
 /* ---- syscall points ---- */
 
 /* Bytes of struct sock read at once: sock_common up to skc_v6_rcv_saddr. */

@@ -18,7 +18,19 @@ struct {
 	__uint(max_entries, 65536);
 } port_roles SEC(".maps");
 
+/*
+ * Packets between relay_in and relay_out: a direct-mapped table indexed by
+ * the packet key, not a hash map. An array slot is found without a hash or
+ * lock (the verifier inlines the lookup), where an LRU hash update and
+ * delete cost several hundred ns per packet. A packet whose slot still holds
+ * another live one replaces it; the other's dwell is lost and counted. Slots
+ * are written key last and read key-value-key, so a slot that another CPU
+ * rewrites meanwhile is not taken for a match.
+ */
+#define INFLIGHT_SLOTS 65536
+
 struct inflight {
+	__u64 key;     /* 0: empty */
 	__u64 mono_ns; /* dwell is measured on CLOCK_MONOTONIC: immune to steps */
 	__u8 dir;
 	__u8 slot; /* listener slot for client→peer; 0 until known */
@@ -26,11 +38,24 @@ struct inflight {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
 	__type(value, struct inflight);
-	__uint(max_entries, 65536);
+	__uint(max_entries, INFLIGHT_SLOTS);
 } inflight SEC(".maps");
+
+/* Keeps the compiler from merging or reordering the key accesses around it. */
+#define slot_key(f) (*(volatile __u64 *)&(f)->key)
+
+/* A slot older than this is a packet the relay dropped: free to reuse. */
+#define INFLIGHT_STALE_NS 1000000000ULL
+
+static __always_inline struct inflight *inflight_slot(__u64 key)
+{
+	__u32 i = (__u32)(key ^ (key >> 32)) & (INFLIGHT_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&inflight, &i);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -76,41 +101,62 @@ static __always_inline void dwell_add(__u32 slot, __u32 dir, __u64 dwell)
 		*c += 1;
 }
 
+static __always_inline void relay_in_common(struct demarc_src *s, __u32 pkt_len, __u32 ifindex)
+{
+	__u64 ts = demarc_now(), mono = bpf_ktime_get_ns();
+	struct demarc_scratch *sc = demarc_scratch();
+	int udp_len, verdict;
+	struct inflight *f;
+	__u8 role;
+
+	if (!sc)
+		return;
+	udp_len = demarc_l3l4(s, pkt_len, &sc->tuple);
+	if (udp_len == -1)
+		return;
+	role = port_role(sc->tuple.dport);
+	if (role == DEMARC_ROLE_NONE)
+		return;
+	/* Whatever a peer sends to a relay port is payload for a client. */
+	verdict = demarc_wire_parse(s, udp_len, DEMARC_POINT_RELAY_IN, &sc->pkt,
+				    role == DEMARC_ROLE_PEER);
+	/* Only data is relayed: framed from clients, anything to a relay port. */
+	if (verdict == DEMARC_PARSE_MEDIA && sc->pkt.key &&
+	    (role == DEMARC_ROLE_PEER || sc->pkt.framing != DEMARC_FRAMING_BARE)) {
+		f = inflight_slot(sc->pkt.key);
+		if (f) {
+			__u64 held = slot_key(f);
+
+			if (held && held != sc->pkt.key && mono - f->mono_ns < INFLIGHT_STALE_NS)
+				demarc_count(DEMARC_POINT_RELAY_IN, DEMARC_CNT_MAP_FULL);
+			slot_key(f) = 0;
+			f->mono_ns = mono;
+			f->dir = role == DEMARC_ROLE_PEER ? DEMARC_DIR_PEER_TO_CLIENT
+							  : DEMARC_DIR_CLIENT_TO_PEER;
+			f->slot = role == DEMARC_ROLE_PEER ? 0 : role;
+			slot_key(f) = sc->pkt.key;
+		}
+	}
+	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_IN, ts, ifindex, 0);
+}
+
 SEC("xdp")
 int relay_in(struct xdp_md *ctx)
 {
 	struct demarc_src s = {.ctx = ctx, .kind = DEMARC_SRC_XDP};
-	__u64 ts = demarc_now(), mono = bpf_ktime_get_ns();
-	struct demarc_scratch *sc = demarc_scratch();
-	int udp_len, verdict;
-	__u8 role;
 
-	if (!sc)
-		return XDP_PASS;
-	udp_len = demarc_l3l4(&s, bpf_xdp_get_buff_len(ctx), &sc->tuple);
-	if (udp_len == -1)
-		return XDP_PASS;
-	role = port_role(sc->tuple.dport);
-	if (role == DEMARC_ROLE_NONE)
-		return XDP_PASS;
-	/* Whatever a peer sends to a relay port is payload for a client. */
-	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_IN, &sc->pkt,
-				    role == DEMARC_ROLE_PEER);
-	/* Only data is relayed: framed from clients, anything to a relay port. */
-	if (verdict == DEMARC_PARSE_MEDIA &&
-	    (role == DEMARC_ROLE_PEER || sc->pkt.framing != DEMARC_FRAMING_BARE)) {
-		struct inflight f = {
-			.mono_ns = mono,
-			.dir = role == DEMARC_ROLE_PEER ? DEMARC_DIR_PEER_TO_CLIENT
-							: DEMARC_DIR_CLIENT_TO_PEER,
-			.slot = role == DEMARC_ROLE_PEER ? 0 : role,
-		};
-
-		if (bpf_map_update_elem(&inflight, &sc->pkt.key, &f, BPF_ANY))
-			demarc_count(DEMARC_POINT_RELAY_IN, DEMARC_CNT_MAP_FULL);
-	}
-	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_IN, ts, ctx->ingress_ifindex, 0);
+	relay_in_common(&s, bpf_xdp_get_buff_len(ctx), ctx->ingress_ifindex);
 	return XDP_PASS;
+}
+
+/* relay_in at tc ingress where the driver has no native XDP (see rx_wire_tc). */
+SEC("classifier")
+int relay_in_tc(struct __sk_buff *skb)
+{
+	struct demarc_src s = {.ctx = skb, .kind = DEMARC_SRC_SKB};
+
+	relay_in_common(&s, skb->len, skb->ifindex); /* the receiving device here */
+	return -1;
 }
 
 SEC("classifier")
@@ -133,16 +179,20 @@ int relay_out(struct __sk_buff *skb)
 		return -1;
 	verdict = demarc_wire_parse(&s, udp_len, DEMARC_POINT_RELAY_OUT, &sc->pkt,
 				    role == DEMARC_ROLE_PEER);
-	if (verdict == DEMARC_PARSE_MEDIA) {
-		f = bpf_map_lookup_elem(&inflight, &sc->pkt.key);
-		if (f) {
-			__u32 slot = f->dir == DEMARC_DIR_CLIENT_TO_PEER ? f->slot : role;
+	if (verdict == DEMARC_PARSE_MEDIA && sc->pkt.key) {
+		f = inflight_slot(sc->pkt.key);
+		if (f && slot_key(f) == sc->pkt.key) {
+			__u64 in_ns = f->mono_ns;
+			__u8 dir = f->dir, in_slot = f->slot;
+			__u32 slot = dir == DEMARC_DIR_CLIENT_TO_PEER ? in_slot : role;
 
-			if (slot != DEMARC_ROLE_PEER && slot != 0) {
-				dwell_add(slot, f->dir, mono - f->mono_ns);
+			/* Frees the slot only if it still holds this packet, which
+			 * also proves the fields read above were this packet's. */
+			if (__sync_val_compare_and_swap(&f->key, sc->pkt.key, 0) == sc->pkt.key &&
+			    slot != DEMARC_ROLE_PEER && slot != 0) {
+				dwell_add(slot, dir, mono - in_ns);
 				demarc_count(DEMARC_POINT_RELAY_OUT, DEMARC_CNT_RELAY_MATCH);
 			}
-			bpf_map_delete_elem(&inflight, &sc->pkt.key);
 		}
 	}
 	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_OUT, ts, skb->ifindex, 0);

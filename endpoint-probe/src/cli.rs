@@ -13,7 +13,7 @@ use demarc_agent::options::{parse_ports, ProbeOptions};
         "points of this host, without any change to the applications:\n",
         "  app_send  syscall entry of sendto/sendmsg/sendmmsg\n",
         "  tx_wire   tc egress of each --iface\n",
-        "  rx_wire   XDP of each --iface (driver mode where available, else skb mode)\n",
+        "  rx_wire   XDP (driver mode) of each --iface, else tc ingress\n",
         "  app_recv  syscall exit of recvfrom/recvmsg/recvmmsg\n\n",
         "Only sockets of the monitored network namespace are recorded: the probe's own, or ",
         "--netns NAME. `ip netns exec NS demarc-probe ...` monitors NS. Sockets driven by ",

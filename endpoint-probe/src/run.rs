@@ -68,9 +68,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Summary> {
             iface,
             Point::TxWire,
         )?);
-        hooks.push(attach::xdp(
+        hooks.push(attach::ingress(
             &mut ebpf,
-            "rx_wire",
+            ("rx_wire", "rx_wire_tc"),
             netns,
             iface,
             Point::RxWire,

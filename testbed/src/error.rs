@@ -54,6 +54,8 @@ pub enum Error {
         host: crate::topology::Host,
         message: String,
     },
+    #[error("benchmark: {0}")]
+    Bench(String),
     #[error("delay line {leg}: {message}")]
     DelayLine { leg: String, message: String },
 }

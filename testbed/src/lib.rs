@@ -4,6 +4,7 @@
 //! the ground truth for the network segments. `docs/testbed.md` describes
 //! both.
 
+pub mod bench;
 pub mod browser;
 mod command;
 pub mod delayline;

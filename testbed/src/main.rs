@@ -12,7 +12,7 @@ use demarc_testbed::scenario::{self, Kind, Options};
 use demarc_testbed::{topology, Config, DelayLine, Host, Leg, Schedules, Topology};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, LabArgs, UpArgs};
+use cli::{BenchArgs, BenchServer, Cli, Command, LabArgs, UpArgs};
 use signals::Signals;
 
 fn main() -> ExitCode {
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             chromium: args.chromium,
             ..lab_options(args.lab)
         }),
+        Command::Bench(args) => bench(args),
         Command::Demo(lab) => {
             println!("demo: Chromium in a and b, relay-only; A → B steps ±2 ms every 30 s, B → A stays flat");
             println!("demo: Ctrl-C stops it and removes everything");
@@ -59,6 +60,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    use demarc_testbed::bench::{self, report, Kind};
+    let opts = bench::Options {
+        runs: args.runs,
+        payloads: args.payloads,
+        kinds: args
+            .servers
+            .iter()
+            .map(|s| match s {
+                BenchServer::Demarc => Kind::Demarc,
+                BenchServer::Coturn => Kind::Coturn,
+            })
+            .collect(),
+        trial: args.trial,
+        pairs: args.pairs,
+        server_cpu: args.server_cpu,
+        load_cpu: args.load_cpu,
+        rtt_rate: args.rtt_rate,
+        prefix: args.prefix,
+        dir: args.dir,
+    };
+    let measurements = bench::run(&opts)?;
+    let mut table = report::markdown(&measurements);
+    if let Some(line) = report::headline(&measurements) {
+        table = format!("{line}\n\n{table}");
+    }
+    print!("{table}");
+    if let Some(out) = args.out {
+        std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {

@@ -89,6 +89,11 @@ impl Service {
         })
     }
 
+    /// The child's process id (0 once stopped).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
     /// Waits until the log has a line containing `needle`; fails with the
     /// program's last line when it exits first or takes longer than `timeout`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<()> {

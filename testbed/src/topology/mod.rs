@@ -343,6 +343,51 @@ impl Drop for Topology {
     }
 }
 
+/// One namespace with only loopback, for the benchmark: claimed like a
+/// topology (so `down --prefix` clears a crashed run's), removed on drop.
+#[derive(Debug)]
+pub struct Sandbox {
+    name: String,
+    claim: Option<Claim>,
+}
+
+impl Sandbox {
+    pub fn up(prefix: &str) -> Result<Sandbox> {
+        check_prefix(prefix)?;
+        // SAFETY: no arguments, no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::NotRoot);
+        }
+        let name = format!("{prefix}-bench");
+        let claim = Claim::take(prefix, vec![name.clone()])?;
+        if netns::exists(&name) {
+            claim.release()?;
+            return Err(Error::NamespaceTaken(name));
+        }
+        let sandbox = Sandbox {
+            name,
+            claim: Some(claim),
+        };
+        ip(None, &format!("netns add {}", sandbox.name))?;
+        ip(Some(&sandbox.name), "link set lo up")?;
+        Ok(sandbox)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            if let Err(e) = claim.clear() {
+                tracing::error!("removing namespace {}: {e}", self.name);
+            }
+        }
+    }
+}
+
 /// Removes what a run that is no longer running left under `prefix`;
 /// returns the namespaces removed (none when nothing was left).
 pub fn down(prefix: &str) -> Result<Vec<String>> {

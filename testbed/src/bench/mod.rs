@@ -1,0 +1,326 @@
+//! `demarc-testbed bench`: demarc-relay against coturn on the same machine
+//! in one run. In a namespace of its own, the server runs pinned to one CPU
+//! and the load generator ([`load`]) to the other; for each server, payload
+//! size and probe state (the eBPF dwell probe beside the server, as
+//! `demarc-relay --probe-only` runs it, or none), it measures:
+//! - messages/s delivered with < 1% loss (a rate sweep; one message is two
+//!   relayed datagrams), and the server's CPU time per relayed datagram;
+//! - round trips at a fixed moderate rate;
+//! - the relay dwell the probe measured in the kernel (XDP in → tc out);
+//! - with the probe, the BPF run time per packet of each program.
+//!
+//! Runs are interleaved (every configuration once, then again) so that a
+//! noisy minute does not land on one server only; [`report`] gives medians,
+//! spreads and the demarc/coturn ratios.
+
+mod load;
+mod mmsg;
+pub mod report;
+mod servers;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use demarc_agent::dwell::{DwellHistogram, DwellReader, RelayPorts};
+use demarc_agent::options::ProbeOptions;
+use demarc_proto::ingest::ProgramStats;
+
+use crate::topology::{netns, Sandbox};
+use crate::{Error, Result};
+use load::{Load, Trial};
+pub use servers::Kind;
+use servers::{Running, LISTEN, RELAY_PORTS, USER};
+
+/// Loss at or past this fails a trial.
+const MAX_LOSS: f64 = 0.01;
+/// The sweep's first rate (messages/s) and its growth while trials pass.
+const FIRST_RATE: f64 = 20_000.0;
+const GROWTH: f64 = 1.5;
+/// Bisection stops when pass and fail are this close.
+const RESOLUTION: f64 = 1.04;
+const MAX_TRIALS: usize = 14;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub runs: usize,
+    pub payloads: Vec<usize>,
+    pub kinds: Vec<Kind>,
+    /// Each trial's sending time.
+    pub trial: Duration,
+    /// Client pairs of the load generator.
+    pub pairs: usize,
+    pub server_cpu: usize,
+    pub load_cpu: usize,
+    /// Pings per second of the round-trip measurement.
+    pub rtt_rate: f64,
+    pub prefix: String,
+    /// Server logs and the probe's sampled records.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Config {
+    pub payload: usize,
+    pub probe: bool,
+    pub kind: Kind,
+}
+
+/// (p50, p99) in ns.
+pub type Quantiles = (f64, f64);
+
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub config: Config,
+    /// Messages/s delivered by the best trial under [`MAX_LOSS`].
+    pub max_rate: f64,
+    /// The generator could not send faster: the server's limit lies higher.
+    pub generator_limited: bool,
+    /// Server CPU time per relayed datagram in that trial.
+    pub cpu_ns_per_datagram: f64,
+    /// Share of one core the server used in that trial.
+    pub core_share: f64,
+    pub rtt: Quantiles,
+    /// Dwell at the round-trip rate and in the best trial (probe runs).
+    pub dwell_moderate: Option<Quantiles>,
+    pub dwell_max: Option<Quantiles>,
+    /// The probe's programs over the whole run (probe runs).
+    pub programs: Vec<ProgramStats>,
+    pub trials: Vec<Trial>,
+}
+
+/// Runs every configuration `opts.runs` times; returns the measurements in
+/// the order taken.
+pub fn run(opts: &Options) -> Result<Vec<Measurement>> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if opts.server_cpu == opts.load_cpu || opts.server_cpu.max(opts.load_cpu) >= cpus {
+        return Err(Error::Bench(format!(
+            "server CPU {} and load CPU {} must be two different CPUs of the {cpus} here",
+            opts.server_cpu, opts.load_cpu
+        )));
+    }
+    if opts.kinds.contains(&Kind::Coturn) && !on_path("turnserver") {
+        return Err(Error::MissingTool {
+            tool: "turnserver",
+            hint: "install coturn (scripts/setup.sh does)",
+        });
+    }
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(Error::io(format!("creating {}", opts.dir.display())))?;
+    let sandbox = Sandbox::up(&opts.prefix)?;
+    // The generator's ephemeral ports stay out of the relay range, as a
+    // remote client's would: the probe must not take them for relay ports.
+    netns::sysctl(
+        sandbox.name(),
+        &[("net.ipv4.ip_local_port_range", "20000 40000")],
+    )?;
+    let mut configs = Vec::new();
+    for &payload in &opts.payloads {
+        for probe in [false, true] {
+            for &kind in &opts.kinds {
+                configs.push(Config {
+                    payload,
+                    probe,
+                    kind,
+                });
+            }
+        }
+    }
+    let total = configs.len() * opts.runs;
+    netns::run(sandbox.name(), || {
+        let mut out = Vec::new();
+        for run in 0..opts.runs {
+            for &config in &configs {
+                tracing::info!("[{}/{total}] run {} {config:?}", out.len() + 1, run + 1);
+                let m = measure(config, opts)?;
+                tracing::info!(
+                    "  {:.0} msgs/s (<1% loss{}), {:.0} ns CPU/datagram, rtt p50 {:.0} µs",
+                    m.max_rate,
+                    if m.generator_limited {
+                        ", generator-limited"
+                    } else {
+                        ""
+                    },
+                    m.cpu_ns_per_datagram,
+                    m.rtt.0 / 1e3
+                );
+                out.push(m);
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// The dwell probe beside the server, on this thread's namespace's `lo`.
+struct Probe {
+    reader: Arc<DwellReader>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<demarc_agent::pipeline::Summary>>,
+}
+
+impl Probe {
+    fn start(opts: &Options) -> Result<Probe> {
+        let probe_opts = ProbeOptions {
+            ifaces: vec!["lo".into()],
+            netns: None,
+            // The histograms count every packet; records are only a sample.
+            sample_rate: 0.001,
+            clock: None,
+            output: Some(opts.dir.join("relay-probe.jsonl").display().to_string()),
+            console: None,
+            token: None,
+            name: Some("demarc-bench".into()),
+            state_dir: Some(opts.dir.join("probe-state")),
+            spool_max_bytes: 1 << 20,
+        };
+        let ports = RelayPorts {
+            listeners: vec![LISTEN.port()],
+            relay: RELAY_PORTS.0..=RELAY_PORTS.1,
+        };
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        let (reader, thread) =
+            demarc_relay::probe::start(probe_opts, ports, demarc_relay::probe::Stop::When(rx))
+                .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
+        Ok(Probe {
+            reader,
+            stop,
+            thread,
+        })
+    }
+
+    fn snapshot(&self) -> Vec<DwellHistogram> {
+        self.reader.read()
+    }
+
+    fn finish(self) -> Result<Vec<ProgramStats>> {
+        let _ = self.stop.send(());
+        let summary = self
+            .thread
+            .join()
+            .map_err(|_| Error::Bench("the dwell probe panicked".into()))?
+            .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
+        Ok(summary.health.map(|h| h.programs).unwrap_or_default())
+    }
+}
+
+/// Every packet's dwell between two snapshots, all listeners and directions.
+fn dwell_between(before: &[DwellHistogram], after: &[DwellHistogram]) -> Option<Quantiles> {
+    let mut merged = DwellHistogram {
+        listener: 0,
+        direction: after.first()?.direction,
+        buckets: vec![0; after.first()?.buckets.len()],
+    };
+    for (i, h) in after.iter().enumerate() {
+        for (b, n) in h.buckets.iter().enumerate() {
+            let was = before.get(i).map_or(0, |p| p.buckets[b]);
+            merged.buckets[b] += n.saturating_sub(was);
+        }
+    }
+    Some((
+        report::bucket_quantile(&merged, 0.5)?,
+        report::bucket_quantile(&merged, 0.99)?,
+    ))
+}
+
+/// Pins the calling thread (threads it starts inherit the mask).
+fn pin(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays inside it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(Error::io(format!("pinning to CPU {cpu}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn measure(config: Config, opts: &Options) -> Result<Measurement> {
+    let server = Running::start(config.kind, opts.server_cpu, &opts.dir)?;
+    // The probe's thread shares the server's CPU: its cost is the server's.
+    let probe = if config.probe {
+        pin(opts.server_cpu)?;
+        let started = Probe::start(opts);
+        pin(opts.load_cpu)?;
+        Some(started?)
+    } else {
+        pin(opts.load_cpu)?;
+        None
+    };
+    let snapshot = || probe.as_ref().map(Probe::snapshot);
+    let mut load = Load::connect(LISTEN, USER, opts.pairs, config.payload)?;
+    load.trial(2_000.0, Duration::from_millis(300))?;
+
+    let before = snapshot();
+    let mut rtts = load.round_trips(opts.rtt_rate, opts.trial)?;
+    let dwell_moderate = before
+        .zip(snapshot())
+        .and_then(|(b, a)| dwell_between(&b, &a));
+    rtts.sort_unstable();
+    let rtt = report::sorted_quantiles(&rtts)
+        .ok_or_else(|| Error::Bench(format!("{}: no round trip came back", config.kind)))?;
+
+    let mut trials = Vec::new();
+    let mut best: Option<(Trial, Duration, Option<Quantiles>)> = None;
+    let (mut pass, mut fail) = (None::<f64>, None::<f64>);
+    let mut rate = FIRST_RATE;
+    let mut generator_limited = false;
+    while trials.len() < MAX_TRIALS {
+        let (cpu0, dwell0) = (server.cpu()?, snapshot());
+        let trial = load.trial(rate, opts.trial)?;
+        let (cpu, dwell) = (server.cpu()? - cpu0, snapshot());
+        trials.push(trial);
+        let ok = trial.loss() < MAX_LOSS;
+        if ok && best.is_none_or(|(b, ..)| trial.delivered_rate() > b.delivered_rate()) {
+            let dwell = dwell0.zip(dwell).and_then(|(b, a)| dwell_between(&b, &a));
+            best = Some((trial, cpu, dwell));
+        }
+        if !trial.kept_pace() {
+            generator_limited = ok;
+            fail = Some(rate);
+        } else if ok {
+            pass = Some(rate);
+        } else {
+            fail = Some(rate);
+        }
+        rate = match (pass, fail) {
+            (Some(p), Some(f)) if f / p <= RESOLUTION => break,
+            (Some(p), Some(f)) => (p + f) / 2.0,
+            (Some(p), None) => p * GROWTH,
+            (None, Some(f)) => f / 2.0,
+            (None, None) => unreachable!("a trial either passed or failed"),
+        };
+        if generator_limited {
+            break;
+        }
+    }
+    let programs = probe.map(Probe::finish).transpose()?.unwrap_or_default();
+    server.stop()?;
+    let (trial, cpu, dwell_max) = best.ok_or_else(|| {
+        Error::Bench(format!(
+            "{}: even {} messages/s lost more than 1%",
+            config.kind, rate
+        ))
+    })?;
+    let datagrams = 2.0 * trial.received as f64;
+    Ok(Measurement {
+        config,
+        max_rate: trial.delivered_rate(),
+        generator_limited,
+        cpu_ns_per_datagram: cpu.as_nanos() as f64 / datagrams,
+        core_share: cpu.as_secs_f64() / trial.elapsed.as_secs_f64(),
+        rtt,
+        dwell_moderate,
+        dwell_max,
+        programs,
+        trials,
+    })
+}

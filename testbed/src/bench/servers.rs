@@ -1,0 +1,168 @@
+//! The TURN servers under test, started the same way: pinned to one CPU,
+//! one relay thread, UDP only, no TLS, long-term credentials, loopback
+//! peers allowed (the generator's peers are the other clients' relays).
+
+use std::fmt;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::scenario::services::{binary, Service};
+use crate::{Error, Result};
+
+pub const USER: (&str, &str) = ("bench", "bench");
+pub const LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    3478,
+));
+pub const RELAY_PORTS: (u16, u16) = (49152, 65535);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Coturn,
+    Demarc,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Coturn => "coturn",
+            Kind::Demarc => "demarc-relay",
+        })
+    }
+}
+
+impl Kind {
+    fn command(self) -> Result<(PathBuf, Vec<String>)> {
+        let (user, password) = USER;
+        let ip = LISTEN.ip().to_string();
+        let common = [
+            format!("--user={user}:{password}"),
+            "--realm=demarc".into(),
+            format!("--listening-ip={ip}"),
+            format!("--relay-ip={ip}"),
+            format!("--listening-port={}", LISTEN.port()),
+            format!("--min-port={}", RELAY_PORTS.0),
+            format!("--max-port={}", RELAY_PORTS.1),
+            "--relay-threads=1".into(),
+            "--allow-loopback-peers".into(),
+            "--no-tcp".into(),
+            "--no-tls".into(),
+        ];
+        let (program, own): (PathBuf, &[&str]) = match self {
+            // -n: no configuration file; the rest keeps it quiet and UDP-only.
+            Kind::Coturn => (
+                "turnserver".into(),
+                &[
+                    "-n",
+                    "--lt-cred-mech",
+                    "--no-dtls",
+                    "--no-cli",
+                    "--log-file=stdout",
+                ],
+            ),
+            Kind::Demarc => (binary("demarc-relay")?, &["--drain-timeout=0"]),
+        };
+        let args = common
+            .into_iter()
+            .chain(own.iter().map(|s| s.to_string()))
+            .collect();
+        Ok((program, args))
+    }
+}
+
+/// A server running on one CPU; stopped when dropped.
+pub struct Running {
+    service: Service,
+    pid: i32,
+}
+
+impl Running {
+    /// Starts `kind` pinned to `cpu` (taskset execs it, so the pid is the
+    /// server's) and waits until it answers a STUN Binding request.
+    pub fn start(kind: Kind, cpu: usize, dir: &Path) -> Result<Running> {
+        let (program, args) = kind.command()?;
+        let mut argv = vec![
+            "-c".to_owned(),
+            cpu.to_string(),
+            program.display().to_string(),
+        ];
+        argv.extend(args);
+        let service = Service::start(&kind.to_string(), Path::new("taskset"), &argv, dir)?;
+        let pid = service.pid();
+        wait_ready(kind)?;
+        Ok(Running { service, pid })
+    }
+
+    /// CPU time the server has used so far (all threads, user + system).
+    pub fn cpu(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .map_err(Error::io(format!("reading /proc/{}/stat", self.pid)))?;
+        cpu_of_stat(&stat)
+            .ok_or_else(|| Error::Bench(format!("cannot parse /proc/{}/stat", self.pid)))
+    }
+
+    pub fn stop(self) -> Result<()> {
+        self.service.stop()
+    }
+}
+
+/// utime + stime of a `/proc/PID/stat` line (fields 14 and 15, after the
+/// parenthesised command name, which may hold spaces).
+fn cpu_of_stat(stat: &str) -> Option<Duration> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: plain getter.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+fn wait_ready(kind: Kind) -> Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0").map_err(Error::io("binding a probe socket"))?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(Error::io("setting a timeout"))?;
+    // A STUN Binding request: type 0x0001, no attributes, magic cookie.
+    let mut request = [0u8; 20];
+    request[1] = 1;
+    request[4..8].copy_from_slice(&0x2112_a442u32.to_be_bytes());
+    request[8..20].copy_from_slice(b"demarc-bench");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        let _ = socket.send_to(&request, LISTEN);
+        if socket.recv_from(&mut buf).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(Error::Bench(format!(
+        "{kind} did not answer on {LISTEN} within 10 s"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        // SAFETY: plain getter.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let stat = format!(
+            "42 (turn server) S 1 42 42 0 -1 4194560 100 0 0 0 {} {} 0 0 20 0 3 0 1000",
+            2 * hz,
+            hz / 2
+        );
+        assert_eq!(cpu_of_stat(&stat), Some(Duration::from_millis(2500)));
+        assert_eq!(cpu_of_stat("garbage"), None);
+    }
+
+    #[test]
+    fn both_servers_get_the_same_essentials() {
+        let (_, coturn) = Kind::Coturn.command().unwrap();
+        for arg in ["--relay-threads=1", "--no-tls", "--allow-loopback-peers"] {
+            assert!(coturn.iter().any(|a| a == arg), "{arg}");
+        }
+    }
+}
