@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Servers to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "demarc,coturn")]
     pub servers: Vec<BenchServer>,
+    /// Probe states to measure: off (no probe), on (the dwell probe beside the server).
+    #[arg(long, value_delimiter = ',', default_value = "off,on")]
+    pub probe: Vec<ProbeState>,
     /// Sending time of each trial of the rate sweep.
     #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
     pub trial: Duration,
@@ -78,6 +81,12 @@ pub struct BenchArgs {
     /// Server logs and the probe's sampled records [default: /tmp/demarc-bench].
     #[arg(long, default_value = "/tmp/demarc-bench")]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeState {
+    Off,
+    On,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

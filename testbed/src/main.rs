@@ -12,7 +12,7 @@ use demarc_testbed::scenario::{self, Kind, Options};
 use demarc_testbed::{topology, Config, DelayLine, Host, Leg, Schedules, Topology};
 use tracing_subscriber::EnvFilter;
 
-use cli::{BenchArgs, BenchServer, Cli, Command, LabArgs, UpArgs};
+use cli::{BenchArgs, BenchServer, Cli, Command, LabArgs, ProbeState, UpArgs};
 use signals::Signals;
 
 fn main() -> ExitCode {
@@ -75,6 +75,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 BenchServer::Coturn => Kind::Coturn,
             })
             .collect(),
+        probe: args.probe.iter().map(|p| *p == ProbeState::On).collect(),
         trial: args.trial,
         pairs: args.pairs,
         server_cpu: args.server_cpu,

@@ -19,6 +19,7 @@ fn bench_measures_both_servers_with_and_without_the_probe() {
         runs: 1,
         payloads: vec![160],
         kinds: vec![Kind::Demarc, Kind::Coturn],
+        probe: vec![false, true],
         trial: Duration::from_millis(300),
         pairs: 2,
         server_cpu: 1,

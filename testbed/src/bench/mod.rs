@@ -46,6 +46,8 @@ pub struct Options {
     pub runs: usize,
     pub payloads: Vec<usize>,
     pub kinds: Vec<Kind>,
+    /// Probe states: false = none, true = the dwell probe beside the server.
+    pub probe: Vec<bool>,
     /// Each trial's sending time.
     pub trial: Duration,
     /// Client pairs of the load generator.
@@ -116,7 +118,7 @@ pub fn run(opts: &Options) -> Result<Vec<Measurement>> {
     )?;
     let mut configs = Vec::new();
     for &payload in &opts.payloads {
-        for probe in [false, true] {
+        for &probe in &opts.probe {
             for &kind in &opts.kinds {
                 configs.push(Config {
                     payload,
