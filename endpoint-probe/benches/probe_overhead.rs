@@ -111,8 +111,14 @@ fn wire_program_costs() {
     println!("|---|---|---|---:|");
     for (threshold, records) in [(1u64 << 32, "all"), (0, "none")] {
         for (obj, progs) in [
-            (demarc_ebpf::ENDPOINT_OBJ, &["tx_wire", "rx_wire"][..]),
-            (demarc_ebpf::RELAY_OBJ, &["relay_in", "relay_out"][..]),
+            (
+                demarc_ebpf::ENDPOINT_OBJ,
+                &["tx_wire", "rx_wire", "rx_wire_tc"][..],
+            ),
+            (
+                demarc_ebpf::RELAY_OBJ,
+                &["relay_in", "relay_in_tc", "relay_out"][..],
+            ),
         ] {
             for prog in progs {
                 for (what, p) in [("bare", &bare), ("ChannelData", &framed)] {
