@@ -5,6 +5,7 @@
 //! [`listeners`] drives it with tokio; [`observe`] is where a probe plugs in.
 
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod connections;
 pub mod framing;
