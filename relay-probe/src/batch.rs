@@ -48,7 +48,10 @@ pub struct Datagram {
 
 pub struct Batch {
     buf: Box<[u8]>,
-    headers: MultiHeaders<SockaddrStorage>,
+    /// One set per address family, IPv4 first: `nix` leaves the address
+    /// length the kernel wrote in the reused headers, and an IPv4 source's
+    /// 16 bytes would cut the next IPv6 source short.
+    headers: [MultiHeaders<SockaddrStorage>; 2],
     /// Length and source of each datagram the last [`Batch::recv`] got.
     received: Vec<(usize, SocketAddr)>,
 }
@@ -68,16 +71,19 @@ impl Batch {
             // Zeroed pages come from mmap and stay unbacked until a datagram
             // this large lands in them.
             buf: vec![0; BATCH * SLOT].into_boxed_slice(),
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers: [
+                MultiHeaders::preallocate(BATCH, None),
+                MultiHeaders::preallocate(BATCH, None),
+            ],
             received: Vec::with_capacity(BATCH),
         }
     }
 
-    /// One non-blocking `recvmmsg`; returns how many datagrams arrived
-    /// (`WouldBlock` when none). Each lands at its slot's `CHANNEL_HEADER`.
-    /// The sockets are single-family, so the address length the kernel
-    /// leaves in the reused headers always fits the next datagram's source.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// One non-blocking `recvmmsg` on a socket bound to `local` (whose
+    /// family its peers share: IPv6 sockets are IPv6-only); returns how many
+    /// datagrams arrived (`WouldBlock` when none). Each lands at its slot's
+    /// `CHANNEL_HEADER`.
+    pub fn recv(&mut self, fd: RawFd, local: SocketAddr) -> io::Result<usize> {
         let mut slots = self.buf.chunks_exact_mut(SLOT);
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
             let slot = slots.next().expect("the buffer has BATCH slots");
@@ -87,7 +93,7 @@ impl Batch {
         });
         let got = recvmmsg(
             fd,
-            &mut self.headers,
+            &mut self.headers[usize::from(local.is_ipv6())],
             iovs.iter_mut(),
             MsgFlags::MSG_DONTWAIT,
             None,
@@ -223,7 +229,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let mut batch = Batch::new();
         assert_eq!(
-            batch.recv(rx.as_raw_fd()).unwrap_err().kind(),
+            batch.recv(rx.as_raw_fd(), to).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
 
@@ -231,7 +237,7 @@ mod tests {
         tx_a.send_to(b"first", to).unwrap();
         tx_b.send_to(b"second!", to).unwrap();
         tx_a.send_to(&[7; 1500], to).unwrap();
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 3);
+        assert_eq!(batch.recv(rx.as_raw_fd(), to).unwrap(), 3);
         assert_eq!(batch.received(0), (5, tx_a.local_addr().unwrap()));
         assert_eq!(batch.received(1), (7, tx_b.local_addr().unwrap()));
         assert_eq!(batch.bytes(batch.payload(1)), b"second!");
@@ -254,5 +260,14 @@ mod tests {
         assert_eq!(tx_a.recv(&mut buf).unwrap(), 1500);
         assert_eq!(tx_b.recv(&mut buf).unwrap(), 7);
         assert_eq!(&buf[..7], b"second!");
+
+        // The same batch on an IPv6 socket after IPv4 sources: the whole
+        // source address comes through.
+        let rx6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let tx6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let to6 = rx6.local_addr().unwrap();
+        tx6.send_to(b"v6", to6).unwrap();
+        assert_eq!(batch.recv(rx6.as_raw_fd(), to6).unwrap(), 1);
+        assert_eq!(batch.received(0), (2, tx6.local_addr().unwrap()));
     }
 }

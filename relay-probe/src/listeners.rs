@@ -590,7 +590,7 @@ fn client_batch(
     b: &mut Batch,
     work: &mut Work,
 ) -> io::Result<()> {
-    let n = socket.try_io(Interest::READABLE, || b.recv(socket.as_raw_fd()))?;
+    let n = socket.try_io(Interest::READABLE, || b.recv(socket.as_raw_fd(), local))?;
     let recv_tai_ns = tai_ns();
     let now = Now::system();
     let mut core = lock(&shared.core);
@@ -668,7 +668,7 @@ fn peer_batch(
     b: &mut Batch,
     work: &mut Work,
 ) -> io::Result<()> {
-    let n = socket.try_io(Interest::READABLE, || b.recv(socket.as_raw_fd()))?;
+    let n = socket.try_io(Interest::READABLE, || b.recv(socket.as_raw_fd(), relay))?;
     let recv_tai_ns = tai_ns();
     let now = Instant::now();
     let mut core = lock(&shared.core);
