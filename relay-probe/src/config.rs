@@ -229,6 +229,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 60, env = "DEMARC_RELAY_DRAIN_TIMEOUT")]
     pub drain_timeout: u64,
 
+    /// Threads that relay; 0 or 1 runs everything on one thread. Default: one per CPU.
+    #[arg(long, env = "DEMARC_RELAY_RELAY_THREADS")]
+    pub relay_threads: Option<usize>,
+
     /// Run only the dwell probe, beside another TURN server (coturn) listening on
     /// listening-port with relay ports min-port..max-port; needs --iface.
     #[arg(long, requires = "ifaces", env = "DEMARC_RELAY_PROBE_ONLY")]
@@ -280,6 +284,9 @@ pub struct Config {
     pub max_port: u16,
     pub metrics: Option<SocketAddr>,
     pub drain_timeout: Duration,
+    /// Runtime worker threads; `None` is one per CPU, 0 and 1 a single
+    /// thread (coturn's 0 also means "relay on the listener's thread").
+    pub relay_threads: Option<usize>,
     /// No TURN server, only the dwell probe beside another one.
     pub probe_only: bool,
     /// Dwell probe options; the probe runs when they name an interface.
@@ -464,6 +471,7 @@ impl Config {
                 .prometheus
                 .then(|| SocketAddr::new(cli.prometheus_address, cli.prometheus_port)),
             drain_timeout: Duration::from_secs(cli.drain_timeout),
+            relay_threads: cli.relay_threads,
             probe_only: cli.probe_only,
             probe: cli.probe,
         })
@@ -597,6 +605,7 @@ denied-peer-ip=203.0.113.0-203.0.113.255
 allowed-peer-ip=10.0.0.0/8
 stale-nonce
 no-tls
+relay-threads=1
 prometheus
 cli-password=qwerty
 cli-password=again
@@ -632,17 +641,28 @@ mobility
         );
         assert!(config.tls.is_none());
         assert_eq!(config.metrics, Some("127.0.0.1:9641".parse().unwrap()));
+        assert_eq!(config.relay_threads, Some(1));
     }
 
     #[test]
     fn command_line_wins_and_lists_add_up() {
         let (config, _) = load(
             COTURN_CONF,
-            &["--listening-port", "4000", "--user", "bob:pw"],
+            &[
+                "--listening-port",
+                "4000",
+                "--user",
+                "bob:pw",
+                "--relay-threads",
+                "3",
+            ],
         )
         .unwrap();
         assert_eq!(config.port, 4000);
         assert_eq!(config.settings.credentials.users.len(), 2);
+        assert_eq!(config.relay_threads, Some(3));
+        let (config, _) = load("user=a:b\n", &[]).unwrap();
+        assert_eq!(config.relay_threads, None, "one per CPU unless told");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`listeners`] drives it with tokio; [`observe`] is where a probe plugs in.
 
 pub mod auth;
+mod batch;
 pub mod client;
 pub mod config;
 pub mod connections;

@@ -1,19 +1,26 @@
 //! The I/O loops: client listeners (UDP, TCP, TLS), relay sockets, the
 //! expiry timer. Each loop reads, hands the bytes to the state machine under
 //! one short lock, and carries out what it returns.
+//!
+//! The UDP loops work in batches ([`crate::batch`]): one `recvmmsg`, one
+//! core lock for all its datagrams, then one `sendmmsg` per outgoing socket.
+//! A batch shares its receive time, and each `sendmmsg` its send time, in
+//! the reports: one clock read per system call, not per packet.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use turn_types::AddressFamily;
 
+use crate::batch::{self, Batch, Datagram};
 use crate::config::Config;
 use crate::framing::{self, Frame, CHANNEL_HEADER};
 use crate::metrics::Metrics;
@@ -35,7 +42,6 @@ const UNALLOCATED_MAX_FRAME: usize = 4096;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one stream client before its relayed packets are dropped.
 const STREAM_QUEUE: usize = 512;
-const UDP_MAX: usize = 65536;
 const UDP_LISTENER_RCVBUF: usize = 4 << 20;
 
 struct RelayEntry {
@@ -230,17 +236,159 @@ impl Shared {
                 Some(socket) => socket.send_to(frame, client.remote).await.is_ok(),
                 None => false,
             },
-            Transport::Tcp | Transport::Tls => {
-                let queue = lock(&self.streams).get(&client).cloned();
-                queue.is_some_and(|q| q.try_send(frame.to_vec()).is_ok())
-            }
+            Transport::Tcp | Transport::Tls => return self.queue_to_stream(client, frame),
         };
+        self.count_client_send(sent, frame.len())
+    }
+
+    /// Queues a frame for a TCP/TLS client; never waits.
+    fn queue_to_stream(&self, client: FiveTuple, frame: &[u8]) -> bool {
+        let queue = lock(&self.streams).get(&client).cloned();
+        let sent = queue.is_some_and(|q| q.try_send(frame.to_vec()).is_ok());
+        self.count_client_send(sent, frame.len())
+    }
+
+    fn count_client_send(&self, sent: bool, len: usize) -> bool {
         if sent {
-            self.metrics.client_sent(frame.len());
+            self.metrics.client_sent(len);
         } else {
             self.metrics.dropped("client_send_failed");
         }
         sent
+    }
+
+    /// Counts and reports a relayed datagram that went out.
+    fn sent(
+        &self,
+        direction: Direction,
+        d: &Datagram,
+        frame_len: usize,
+        payload: &[u8],
+        recv_tai_ns: u64,
+        send_tai_ns: u64,
+    ) {
+        match direction {
+            Direction::ToPeer => self.metrics.peer_sent(payload.len()),
+            Direction::ToClient => self.metrics.client_sent(frame_len),
+        }
+        self.report(Relayed {
+            direction,
+            client: d.client,
+            relay: d.relay,
+            peer: d.peer,
+            payload,
+            recv_tai_ns,
+            send_tai_ns,
+        });
+    }
+
+    fn dropped_send(&self, direction: Direction) {
+        self.metrics.dropped(match direction {
+            Direction::ToPeer => "send_failed",
+            Direction::ToClient => "client_send_failed",
+        });
+    }
+
+    /// Sends a batch's datagrams, one `sendmmsg` series per socket. What
+    /// would block is copied to `owned`, to be sent once the socket can
+    /// take it.
+    fn send_batch(
+        &self,
+        b: &Batch,
+        direction: Direction,
+        datagrams: &mut Vec<Datagram>,
+        recv_tai_ns: u64,
+        owned: &mut Vec<Owned>,
+    ) {
+        for group in batch::group(datagrams) {
+            let via = group[0].via;
+            let socket = match direction {
+                Direction::ToPeer => lock(&self.relays).get(&via).map(|e| e.socket.clone()),
+                Direction::ToClient => self.udp_listeners.get(&via).cloned(),
+            };
+            // The allocation ended while the batch was handled.
+            let Some(socket) = socket else { continue };
+            let mut rest = group;
+            while !rest.is_empty() {
+                match socket.try_io(Interest::WRITABLE, || b.send(socket.as_raw_fd(), rest)) {
+                    Ok(n) => {
+                        let send_tai_ns = tai_ns();
+                        for d in &rest[..n] {
+                            let payload = b.bytes(d.payload.clone());
+                            self.sent(
+                                direction,
+                                d,
+                                d.frame.len(),
+                                payload,
+                                recv_tai_ns,
+                                send_tai_ns,
+                            );
+                        }
+                        rest = &rest[n..];
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        owned.extend(rest.iter().map(|d| Owned {
+                            socket: socket.clone(),
+                            datagram: d.clone(),
+                            frame: b.bytes(d.frame.clone()).to_vec(),
+                            payload: b.bytes(d.payload.clone()).to_vec(),
+                            recv_tai_ns,
+                        }));
+                        break;
+                    }
+                    Err(_) => {
+                        self.dropped_send(direction);
+                        rest = &rest[1..];
+                    }
+                }
+            }
+        }
+        datagrams.clear();
+    }
+}
+
+/// A datagram sent after its batch, from a buffer of its own: one whose
+/// socket was full, or a Data indication.
+struct Owned {
+    socket: Arc<UdpSocket>,
+    datagram: Datagram,
+    frame: Vec<u8>,
+    payload: Vec<u8>,
+    recv_tai_ns: u64,
+}
+
+/// What one UDP loop reuses from batch to batch.
+#[derive(Default)]
+struct Work {
+    datagrams: Vec<Datagram>,
+    /// Where a peer batch's datagrams go, by slot.
+    to_clients: Vec<(usize, ToClient)>,
+    /// Answers to clients' requests, carried out after the batch.
+    control: Vec<(FiveTuple, ClientAction<'static>)>,
+    owned: Vec<Owned>,
+}
+
+impl Work {
+    /// What a batch left to do that needs awaiting.
+    async fn finish(&mut self, shared: &Arc<Shared>, direction: Direction) {
+        for (client, action) in self.control.drain(..) {
+            shared.act(client, action, 0).await;
+        }
+        for s in self.owned.drain(..) {
+            let d = &s.datagram;
+            if s.socket.send_to(&s.frame, d.to).await.is_ok() {
+                shared.sent(
+                    direction,
+                    d,
+                    s.frame.len(),
+                    &s.payload,
+                    s.recv_tai_ns,
+                    tai_ns(),
+                );
+            } else {
+                shared.dropped_send(direction);
+            }
+        }
     }
 }
 
@@ -417,50 +565,162 @@ fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, Error> {
     bind().map_err(|source| Error::Bind { addr, source })
 }
 
+/// Reads a client listener: waits only after a receive found it empty, so
+/// readiness is never missed.
 async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; UDP_MAX];
+    let mut work = Work::default();
     loop {
-        let Ok((n, remote)) = socket.recv_from(&mut buf).await else {
-            // ICMP errors surface here on some kernels; the socket is fine.
+        if socket.readable().await.is_err() {
             continue;
-        };
-        let recv_tai_ns = tai_ns();
+        }
+        // ICMP errors surface as receive errors on some kernels; the socket is fine.
+        let _ = batch::with(|b| client_batch(&shared, &socket, local, b, &mut work));
+        work.finish(&shared, Direction::ToPeer).await;
+        // `readable()` does not count against tokio's budget: a busy socket
+        // must still let the other loops on this thread run.
+        tokio::task::coop::consume_budget().await;
+    }
+}
+
+/// One `recvmmsg` from a client listener, handled under one core lock.
+fn client_batch(
+    shared: &Arc<Shared>,
+    socket: &UdpSocket,
+    local: SocketAddr,
+    b: &mut Batch,
+    work: &mut Work,
+) -> io::Result<()> {
+    let n = socket.try_io(Interest::READABLE, || b.recv(socket.as_raw_fd(), local))?;
+    let recv_tai_ns = tai_ns();
+    let now = Now::system();
+    let mut core = lock(&shared.core);
+    for i in 0..n {
+        let (len, remote) = b.received(i);
         let client = FiveTuple {
             transport: Transport::Udp,
             local,
             remote,
         };
+        let at = b.payload(i);
+        shared.metrics.client_received(len);
+        let data = b.bytes(at.clone());
         // UDP clients get no TCP allocations, so never a data connection.
-        let action = shared.handle_client(client, &buf[..n]);
-        shared.act(client, action, recv_tai_ns).await;
+        match core.handle_client(client, data, now, &mut Sockets(shared)) {
+            ClientAction::Nothing => {}
+            ClientAction::ToPeer {
+                relay,
+                peer,
+                payload,
+            } => {
+                // The payload is a slice of the datagram: keep its place.
+                let start = at.start + (payload.as_ptr() as usize - data.as_ptr() as usize);
+                let payload = start..start + payload.len();
+                work.datagrams.push(Datagram {
+                    via: relay,
+                    to: peer,
+                    frame: payload.clone(),
+                    payload,
+                    client,
+                    relay,
+                    peer,
+                });
+            }
+            ClientAction::Reply(reply) => work.control.push((client, ClientAction::Reply(reply))),
+            ClientAction::Connect { id, relay, peer } => work
+                .control
+                .push((client, ClientAction::Connect { id, relay, peer })),
+            ClientAction::Bind { id, reply } => work
+                .control
+                .push((client, ClientAction::Bind { id, reply })),
+        }
+    }
+    drop(core);
+    shared.send_batch(
+        b,
+        Direction::ToPeer,
+        &mut work.datagrams,
+        recv_tai_ns,
+        &mut work.owned,
+    );
+    Ok(())
+}
+
+/// Reads an allocation's relay socket, like [`udp_loop`].
+async fn relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAddr) {
+    let mut work = Work::default();
+    loop {
+        if socket.readable().await.is_err() {
+            continue;
+        }
+        let _ = batch::with(|b| peer_batch(&shared, &socket, relay, b, &mut work));
+        work.finish(&shared, Direction::ToClient).await;
+        tokio::task::coop::consume_budget().await;
     }
 }
 
-async fn relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAddr) {
-    // Headroom for the ChannelData header and stream padding around the payload.
-    let mut buf = vec![0u8; CHANNEL_HEADER + UDP_MAX + 3];
-    loop {
-        let Ok((n, peer)) = socket
-            .recv_from(&mut buf[CHANNEL_HEADER..CHANNEL_HEADER + UDP_MAX])
-            .await
-        else {
-            continue;
+/// One `recvmmsg` from a relay socket, handled under one core lock.
+/// ChannelData to UDP clients is framed in place and batched; Data
+/// indications and TCP/TLS clients need a buffer of their own anyway.
+fn peer_batch(
+    shared: &Arc<Shared>,
+    socket: &UdpSocket,
+    relay: SocketAddr,
+    b: &mut Batch,
+    work: &mut Work,
+) -> io::Result<()> {
+    let n = socket.try_io(Interest::READABLE, || b.recv(socket.as_raw_fd(), relay))?;
+    let recv_tai_ns = tai_ns();
+    let now = Instant::now();
+    let mut core = lock(&shared.core);
+    for i in 0..n {
+        let (len, peer) = b.received(i);
+        shared.metrics.peer_received(len);
+        if let Some(to) = core.handle_peer(relay, peer, len, now) {
+            work.to_clients.push((i, to));
+        }
+    }
+    drop(core);
+    for (i, ToClient { client, channel }) in work.to_clients.drain(..) {
+        let (len, peer) = b.received(i);
+        let payload = b.payload(i);
+        let mut datagram = Datagram {
+            via: client.local,
+            to: client.remote,
+            frame: payload.clone(),
+            payload,
+            client,
+            relay,
+            peer,
         };
-        let recv_tai_ns = tai_ns();
-        shared.metrics.peer_received(n);
-        let to = lock(&shared.core).handle_peer(relay, peer, n, Instant::now());
-        let Some(ToClient { client, channel }) = to else {
-            continue;
-        };
-        let sent = match channel {
-            Some(number) => {
-                let len = framing::channel_data_in_place(&mut buf, number, n, client.transport);
-                shared.send_to_client(client, &buf[..len]).await
+        let sent = match (channel, client.transport) {
+            (Some(number), transport) => {
+                let frame_len =
+                    framing::channel_data_in_place(b.slot_mut(i), number, len, transport);
+                let slot = datagram.payload.start - CHANNEL_HEADER;
+                datagram.frame = slot..slot + frame_len;
+                if transport == Transport::Udp {
+                    work.datagrams.push(datagram);
+                    continue;
+                }
+                shared.queue_to_stream(client, b.bytes(datagram.frame.clone()))
             }
-            None => {
-                let payload = &buf[CHANNEL_HEADER..CHANNEL_HEADER + n];
+            (None, transport) => {
+                let payload = b.bytes(datagram.payload.clone());
                 let indication = framing::data_indication(peer, payload);
-                shared.send_to_client(client, &indication).await
+                if transport != Transport::Udp {
+                    shared.queue_to_stream(client, &indication)
+                } else if let Some(listener) = shared.udp_listeners.get(&client.local) {
+                    work.owned.push(Owned {
+                        socket: listener.clone(),
+                        datagram,
+                        frame: indication,
+                        payload: payload.to_vec(),
+                        recv_tai_ns,
+                    });
+                    continue;
+                } else {
+                    shared.count_client_send(false, 0)
+                }
             }
         };
         if sent {
@@ -469,12 +729,20 @@ async fn relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAd
                 client,
                 relay,
                 peer,
-                payload: &buf[CHANNEL_HEADER..CHANNEL_HEADER + n],
+                payload: b.bytes(datagram.payload),
                 recv_tai_ns,
                 send_tai_ns: tai_ns(),
             });
         }
     }
+    shared.send_batch(
+        b,
+        Direction::ToClient,
+        &mut work.datagrams,
+        recv_tai_ns,
+        &mut work.owned,
+    );
+    Ok(())
 }
 
 async fn accept_loop(

@@ -29,13 +29,28 @@ fn main() {
     if config.probe_only {
         return probe_only(config);
     }
-    let result = tokio::runtime::Runtime::new()
+    let result = runtime(config.relay_threads)
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(run(config)));
     // One clear line, not a backtrace: start-up errors are the operator's to fix.
     if let Err(e) = result {
         eprintln!("demarc-relay: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `relay-threads`: one thread gets a current-thread runtime, so a server
+/// pinned to one core never hands work between two workers.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
     }
 }
 

@@ -77,6 +77,18 @@ fn udp_with_channels() {
     uclient(CLIENTS, &args);
 }
 
+/// The benchmark's shape: clients relaying to each other through their
+/// allocations, both ways batched, everything on one thread.
+#[test]
+fn client_to_client_on_one_thread() {
+    let relay = static_relay(&["--relay-threads", "1"]);
+    let port = relay.port.to_string();
+    let mut args = vec!["-y", "-c", "-p", &port];
+    args.extend(USER);
+    args.push("127.0.0.1");
+    uclient(CLIENTS, &args);
+}
+
 #[test]
 fn udp_with_send_indications() {
     let relay = static_relay(&[]);
