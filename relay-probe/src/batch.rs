@@ -33,7 +33,7 @@ const UNSPECIFIED: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
 
 /// A datagram to send from the batch buffer, and what its report needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Datagram {
     /// Local address of the socket it leaves on: what batches group by.
     pub via: SocketAddr,

@@ -372,6 +372,7 @@ impl Work {
     /// What a batch left to do that needs awaiting.
     async fn finish(&mut self, shared: &Arc<Shared>, direction: Direction) {
         for (client, action) in self.control.drain(..) {
+            // Relayed data is never among them, so no receive time to report.
             shared.act(client, action, 0).await;
         }
         for s in self.owned.drain(..) {
@@ -574,11 +575,13 @@ async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr
             continue;
         }
         // ICMP errors surface as receive errors on some kernels; the socket is fine.
-        let _ = batch::with(|b| client_batch(&shared, &socket, local, b, &mut work));
+        let batch = batch::with(|b| client_batch(&shared, &socket, local, b, &mut work));
         work.finish(&shared, Direction::ToPeer).await;
-        // `readable()` does not count against tokio's budget: a busy socket
-        // must still let the other loops on this thread run.
-        tokio::task::coop::consume_budget().await;
+        if batch.is_ok() {
+            // Let the relay loops read what this batch sent them before
+            // more arrives: their sockets' buffers are small.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -652,9 +655,11 @@ async fn relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAd
         if socket.readable().await.is_err() {
             continue;
         }
-        let _ = batch::with(|b| peer_batch(&shared, &socket, relay, b, &mut work));
+        let batch = batch::with(|b| peer_batch(&shared, &socket, relay, b, &mut work));
         work.finish(&shared, Direction::ToClient).await;
-        tokio::task::coop::consume_budget().await;
+        if batch.is_ok() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
