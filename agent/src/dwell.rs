@@ -99,13 +99,18 @@ impl DwellHistogram {
 
     /// Upper bound (ns) of the bucket holding quantile q; None when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.quantile_bucket(q).map(|(_, hi)| hi)
+    }
+
+    /// Bounds `[lo, hi)` (ns) of the bucket holding quantile q; None when empty.
+    pub fn quantile_bucket(&self, q: f64) -> Option<(u64, u64)> {
         let total = self.count();
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for (b, n) in self.buckets.iter().enumerate() {
             seen += n;
             if total > 0 && seen >= rank {
-                return Some(dwell_bucket_bounds(b as u32).1);
+                return Some(dwell_bucket_bounds(b as u32));
             }
         }
         None

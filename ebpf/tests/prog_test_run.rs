@@ -493,16 +493,22 @@ fn check_vector(wire: &mut Wire, v: &Vector) -> (Vec<String>, usize) {
     (problems, records)
 }
 
+/// Every vector through [`check_vector`]: the problems and records checked.
+fn check_vectors(wire: &mut Wire, vectors: &[Vector]) -> (Vec<String>, usize) {
+    let (mut problems, mut records) = (Vec::new(), 0);
+    for v in vectors {
+        let (p, r) = check_vector(wire, v);
+        problems.extend(p);
+        records += r;
+    }
+    (problems, records)
+}
+
 #[test]
 fn vectors_through_tx_wire_and_rx_wire() {
     let mut wire = Wire::load(Config::default());
     let vectors = vectors();
-    let (mut problems, mut records) = (Vec::new(), 0);
-    for v in &vectors {
-        let (p, r) = check_vector(&mut wire, v);
-        problems.extend(p);
-        records += r;
-    }
+    let (problems, records) = check_vectors(&mut wire, &vectors);
     let n = |e| vectors.iter().filter(|v| v.expect == e).count();
     println!(
         "vectors: {} payloads ({} media, {} not media, {} malformed) x IPv4, IPv4 padded to 60, \
@@ -524,12 +530,7 @@ fn vectors_through_rx_wire_at_tc_ingress() {
         ..Config::default()
     });
     let vectors = vectors();
-    let (mut problems, mut records) = (Vec::new(), 0);
-    for v in &vectors {
-        let (p, r) = check_vector(&mut wire, v);
-        problems.extend(p);
-        records += r;
-    }
+    let (problems, records) = check_vectors(&mut wire, &vectors);
     println!(
         "vectors: {} payloads x 3 frames x tx_wire, rx_wire_tc: {records} records checked \
          field by field, the same as rx_wire's at XDP",

@@ -569,17 +569,33 @@ fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// Reads a client listener: waits only after a receive found it empty, so
 /// readiness is never missed.
 async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
+    batch_loop(shared, socket, local, Direction::ToPeer, client_batch).await;
+}
+
+/// One batch of a UDP loop: read the socket (bound to the address given),
+/// handle what came, queue what goes out.
+type HandleBatch =
+    fn(&Arc<Shared>, &UdpSocket, SocketAddr, &mut Batch, &mut Work) -> io::Result<()>;
+
+/// A UDP socket's loop: a batch per readiness, its leftovers sent, a yield.
+async fn batch_loop(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+    direction: Direction,
+    handle: HandleBatch,
+) {
     let mut work = Work::default();
     loop {
         if socket.readable().await.is_err() {
             continue;
         }
         // ICMP errors surface as receive errors on some kernels; the socket is fine.
-        let batch = batch::with(|b| client_batch(&shared, &socket, local, b, &mut work));
-        work.finish(&shared, Direction::ToPeer).await;
+        let batch = batch::with(|b| handle(&shared, &socket, addr, b, &mut work));
+        work.finish(&shared, direction).await;
         if batch.is_ok() {
-            // Let the relay loops read what this batch sent them before
-            // more arrives: their sockets' buffers are small.
+            // Let the other loops read what this batch sent them before
+            // more arrives: relay sockets' buffers are small.
             tokio::task::yield_now().await;
         }
     }
@@ -650,17 +666,7 @@ fn client_batch(
 
 /// Reads an allocation's relay socket, like [`udp_loop`].
 async fn relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAddr) {
-    let mut work = Work::default();
-    loop {
-        if socket.readable().await.is_err() {
-            continue;
-        }
-        let batch = batch::with(|b| peer_batch(&shared, &socket, relay, b, &mut work));
-        work.finish(&shared, Direction::ToClient).await;
-        if batch.is_ok() {
-            tokio::task::yield_now().await;
-        }
-    }
+    batch_loop(shared, socket, relay, Direction::ToClient, peer_batch).await;
 }
 
 /// One `recvmmsg` from a relay socket, handled under one core lock.

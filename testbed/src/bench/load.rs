@@ -183,8 +183,8 @@ impl Load {
 
     /// Round trips at `pings` per second for `duration`: even clients send
     /// pings, their partners echo them at once; returns each round trip (ns).
-    pub fn round_trips(&mut self, pings: f64, duration: Duration) -> Result<Vec<u64>> {
-        let mut rtts = Vec::new();
+    pub fn round_trips(&mut self, pings: f64, duration: Duration) -> Result<Vec<i64>> {
+        let (mut rtts, mut echoes) = (Vec::new(), Vec::new());
         let (mut sent, mut next) = (0u64, 0);
         let start = Instant::now();
         let end = start + duration;
@@ -196,14 +196,13 @@ impl Load {
                 sent += self.send(next, due.min(BATCH as u64) as usize, now, PING)? as u64;
                 next = (next + 2) % self.clients.len();
             }
-            let mut echoes: Vec<(usize, u64)> = Vec::new();
             let now = self.now_ns();
             self.drain(|client, kind, sent_ns| match kind {
                 PING => echoes.push((client, sent_ns)),
-                PONG => rtts.push(now.saturating_sub(sent_ns)),
+                PONG => rtts.push(now.saturating_sub(sent_ns) as i64),
                 _ => {}
             })?;
-            for (client, sent_ns) in echoes {
+            for (client, sent_ns) in echoes.drain(..) {
                 self.send(client, 1, sent_ns, PONG)?;
             }
         }

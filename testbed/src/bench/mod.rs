@@ -26,6 +26,7 @@ use demarc_agent::dwell::{DwellHistogram, DwellReader, RelayPorts};
 use demarc_agent::options::ProbeOptions;
 use demarc_proto::ingest::ProgramStats;
 
+use crate::scenario::check::percentile;
 use crate::topology::{netns, Sandbox};
 use crate::{Error, Result};
 use load::{Load, Trial};
@@ -267,7 +268,9 @@ fn measure(config: Config, opts: &Options) -> Result<Measurement> {
         .zip(snapshot())
         .and_then(|(b, a)| dwell_between(&b, &a));
     rtts.sort_unstable();
-    let rtt = report::sorted_quantiles(&rtts)
+    let rtt = percentile(&rtts, 50.0)
+        .zip(percentile(&rtts, 99.0))
+        .map(|(p50, p99)| (p50 as f64, p99 as f64))
         .ok_or_else(|| Error::Bench(format!("{}: no round trip came back", config.kind)))?;
 
     let mut trials = Vec::new();

@@ -6,26 +6,11 @@ use std::fmt::Write as _;
 
 use demarc_agent::dwell::DwellHistogram;
 
-use super::{Config, Kind, Measurement, Quantiles};
-
-/// (p50, p99) of sorted values.
-pub fn sorted_quantiles(sorted: &[u64]) -> Option<Quantiles> {
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64;
-    (!sorted.is_empty()).then(|| (at(0.5), at(0.99)))
-}
+use super::{Config, Kind, Measurement};
 
 /// The `q` quantile of a dwell histogram: the middle of the bucket holding it.
 pub fn bucket_quantile(h: &DwellHistogram, q: f64) -> Option<f64> {
-    let total = h.count();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((total as f64 * q).ceil() as u64).max(1);
-    let mut seen = 0;
-    h.nonzero().find_map(|(lo, hi, n)| {
-        seen += n;
-        (seen >= rank).then_some((lo + hi) as f64 / 2.0)
-    })
+    h.quantile_bucket(q).map(|(lo, hi)| (lo + hi) as f64 / 2.0)
 }
 
 /// Median and (min, max) of the values.
@@ -194,11 +179,7 @@ mod tests {
     use demarc_agent::dwell::RelayDirection;
 
     #[test]
-    fn quantiles_of_values_and_buckets() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(sorted_quantiles(&v), Some((51.0, 99.0)));
-        assert_eq!(sorted_quantiles(&[]), None);
-
+    fn quantiles_of_buckets() {
         let mut buckets = vec![0; demarc_ebpf::abi::DWELL_BUCKETS as usize];
         buckets[demarc_ebpf::abi::dwell_bucket(10_000) as usize] = 90;
         buckets[demarc_ebpf::abi::dwell_bucket(200_000) as usize] = 10;
