@@ -20,7 +20,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define DEMARC_ABI_VERSION 1
+#define DEMARC_ABI_VERSION 2
 
 /* Measurement points (docs/architecture.md). */
 #define DEMARC_POINT_APP_SEND 0
@@ -126,5 +126,57 @@ _Static_assert(__builtin_offsetof(struct demarc_record, stun_txid) == 56, "stun_
 _Static_assert(__builtin_offsetof(struct demarc_record, saddr) == 68, "saddr");
 _Static_assert(__builtin_offsetof(struct demarc_record, daddr) == 84, "daddr");
 _Static_assert(__builtin_offsetof(struct demarc_record, _pad1) == 100, "_pad1");
+
+/*
+ * Relay fast path (relay_fast, XDP): datagrams of channels the relay has
+ * bound are relayed in the kernel. The relay (user space) owns both maps and
+ * keeps them in step with its allocations; a packet without a live entry
+ * goes up to user space as before. IPv4 only. Addresses, ports and channel
+ * numbers are in network byte order, as on the wire, so the program compares
+ * and copies them without swapping.
+ *
+ * fast_chan: ChannelData from a client to a listener.
+ * fast_peer: a datagram from a peer to a relay port.
+ * Both map to a demarc_fast_route: the packet leaves from src to dst, as
+ * ChannelData on `channel` (to a client) or bare UDP (channel 0, to a peer).
+ * A channel whose peer is another allocation on this relay is installed as
+ * one route straight to that allocation's client (client to client in one
+ * pass), never as a route to the relay's own address.
+ */
+struct demarc_fast_chan_key {
+	__u32 client_ip;
+	__u32 server_ip;   /* the listener address the client sent to */
+	__u16 client_port;
+	__u16 server_port;
+	__u16 channel;
+	__u16 _pad;
+};
+
+struct demarc_fast_peer_key {
+	__u32 peer_ip;
+	__u32 relay_ip;
+	__u16 peer_port;
+	__u16 relay_port;
+};
+
+struct demarc_fast_route {
+	__u64 expires_ns;  /* CLOCK_MONOTONIC; later packets go to user space */
+	__u32 src_ip;
+	__u32 dst_ip;
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 channel;     /* ChannelData channel to a client, 0 to a peer */
+	__u8 slot;         /* listener slot of the client side (dwell histogram) */
+	__u8 dir;          /* DEMARC_DIR_* the dwell is counted under */
+};
+
+#define DEMARC_FAST_ENTRIES 65536
+/* Per-CPU fast_stats: [dir * 2] packets, [dir * 2 + 1] inner payload bytes,
+ * dir being the direction the packet arrived in (DEMARC_DIR_*). */
+#define DEMARC_FAST_STATS 4
+
+_Static_assert(sizeof(struct demarc_fast_chan_key) == 16, "demarc_fast_chan_key size");
+_Static_assert(sizeof(struct demarc_fast_peer_key) == 12, "demarc_fast_peer_key size");
+_Static_assert(sizeof(struct demarc_fast_route) == 24, "demarc_fast_route size");
 
 #endif /* DEMARC_ABI_H */

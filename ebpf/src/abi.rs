@@ -13,7 +13,8 @@ pub mod layout {
 pub use layout::{
     ABI_VERSION, CLOCK_MONO, CLOCK_TAI, CNT_KINDS, CNT_MAP_FULL, CNT_MEDIA, CNT_PARSE_FAIL,
     CNT_READ_FAIL, CNT_RECORDED, CNT_RELAY_MATCH, CNT_RINGBUF_FULL, CNT_SEEN, DIR_CLIENT_TO_PEER,
-    DIR_PEER_TO_CLIENT, DWELL_BUCKETS, DWELL_HISTS, POINTS, RELAY_LISTENERS, ROLE_PEER,
+    DIR_PEER_TO_CLIENT, DWELL_BUCKETS, DWELL_HISTS, FAST_ENTRIES, FAST_STATS, POINTS,
+    RELAY_LISTENERS, ROLE_PEER,
 };
 
 /// One record per (sampled packet, point), as the kernel writes it.
@@ -68,6 +69,75 @@ const _: () = {
     assert!(offset_of!(Record, saddr) == layout::OFF_SADDR);
     assert!(offset_of!(Record, daddr) == layout::OFF_DADDR);
 };
+
+/// Key of `fast_chan`: ChannelData from a client (network byte order fields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FastChanKey {
+    pub client_ip: [u8; 4],
+    pub server_ip: [u8; 4],
+    pub client_port: [u8; 2],
+    pub server_port: [u8; 2],
+    pub channel: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// Key of `fast_peer`: a datagram from a peer to a relay port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FastPeerKey {
+    pub peer_ip: [u8; 4],
+    pub relay_ip: [u8; 4],
+    pub peer_port: [u8; 2],
+    pub relay_port: [u8; 2],
+}
+
+/// Where a fast-path packet goes: from src to dst, as ChannelData on
+/// `channel` (to a client) or bare UDP (`channel` zero, to a peer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastRoute {
+    /// CLOCK_MONOTONIC ns after which packets go to user space.
+    pub expires_ns: u64,
+    pub src_ip: [u8; 4],
+    pub dst_ip: [u8; 4],
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub channel: [u8; 2],
+    pub slot: u8,
+    pub dir: u8,
+}
+
+const _: () = {
+    assert!(size_of::<FastChanKey>() == layout::FAST_CHAN_KEY_SIZE);
+    assert!(offset_of!(FastChanKey, client_ip) == layout::FAST_CHAN_KEY_CLIENT_IP);
+    assert!(offset_of!(FastChanKey, server_ip) == layout::FAST_CHAN_KEY_SERVER_IP);
+    assert!(offset_of!(FastChanKey, client_port) == layout::FAST_CHAN_KEY_CLIENT_PORT);
+    assert!(offset_of!(FastChanKey, server_port) == layout::FAST_CHAN_KEY_SERVER_PORT);
+    assert!(offset_of!(FastChanKey, channel) == layout::FAST_CHAN_KEY_CHANNEL);
+    assert!(size_of::<FastPeerKey>() == layout::FAST_PEER_KEY_SIZE);
+    assert!(offset_of!(FastPeerKey, peer_ip) == layout::FAST_PEER_KEY_PEER_IP);
+    assert!(offset_of!(FastPeerKey, relay_ip) == layout::FAST_PEER_KEY_RELAY_IP);
+    assert!(offset_of!(FastPeerKey, peer_port) == layout::FAST_PEER_KEY_PEER_PORT);
+    assert!(offset_of!(FastPeerKey, relay_port) == layout::FAST_PEER_KEY_RELAY_PORT);
+    assert!(size_of::<FastRoute>() == layout::FAST_ROUTE_SIZE);
+    assert!(offset_of!(FastRoute, expires_ns) == layout::FAST_ROUTE_EXPIRES_NS);
+    assert!(offset_of!(FastRoute, src_ip) == layout::FAST_ROUTE_SRC_IP);
+    assert!(offset_of!(FastRoute, dst_ip) == layout::FAST_ROUTE_DST_IP);
+    assert!(offset_of!(FastRoute, src_port) == layout::FAST_ROUTE_SRC_PORT);
+    assert!(offset_of!(FastRoute, dst_port) == layout::FAST_ROUTE_DST_PORT);
+    assert!(offset_of!(FastRoute, channel) == layout::FAST_ROUTE_CHANNEL);
+    assert!(offset_of!(FastRoute, slot) == layout::FAST_ROUTE_SLOT);
+    assert!(offset_of!(FastRoute, dir) == layout::FAST_ROUTE_DIR);
+};
+
+// SAFETY: plain integers and byte arrays with no padding (sizes asserted
+// above against C), so any bit pattern is valid and every byte is defined.
+unsafe impl aya::Pod for FastChanKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FastPeerKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FastRoute {}
 
 impl Record {
     /// Decodes a ring-buffer item; `None` when it is shorter than a record
