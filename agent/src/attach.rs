@@ -165,6 +165,41 @@ pub fn ingress(
     Ok(status)
 }
 
+/// Attaches XDP program `prog` in driver mode, else in skb (generic) mode,
+/// for a program that must act on the packet itself (the relay fast path:
+/// XDP_TX), which a tc twin cannot do the same way. skb mode copies packets
+/// with little headroom, which costs far less than relaying in user space.
+pub fn xdp(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    netns: &Netns,
+    iface: &str,
+    point: Point,
+    fallbacks: &mut Vec<String>,
+) -> Result<HookStatus> {
+    netns.ifindex(iface)?;
+    let p: &mut Xdp = program(ebpf, prog)?;
+    loaded(p.load(), prog)?;
+    let mut mode = "driver";
+    if let Err(driver_err) = netns.run(|| p.attach(iface, XdpMode::Driver))? {
+        netns
+            .run(|| p.attach(iface, XdpMode::Skb))?
+            .map_err(program_error(prog))?;
+        mode = "skb";
+        fallbacks.push(format!(
+            "XDP driver mode unavailable on {iface} ({driver_err}): {prog} in skb mode"
+        ));
+    }
+    Ok(HookStatus {
+        point,
+        hook: "xdp".into(),
+        target: iface.into(),
+        mode: mode.into(),
+        attached: true,
+        note: String::new(),
+    })
+}
+
 /// One program serves several interfaces: loading it again is not an error.
 fn loaded(r: Result<(), ProgramError>, name: &str) -> Result<()> {
     match r {

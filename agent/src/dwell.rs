@@ -4,10 +4,13 @@
 use std::ops::RangeInclusive;
 
 use aya::{
-    maps::{Array, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     Ebpf,
 };
-use demarc_ebpf::abi::{self, dwell_bucket_bounds, dwell_index, DWELL_BUCKETS, RELAY_LISTENERS};
+use demarc_ebpf::abi::{
+    self, dwell_bucket_bounds, dwell_index, FastChanKey, FastPeerKey, FastRoute, DWELL_BUCKETS,
+    RELAY_LISTENERS,
+};
 use demarc_proto::{ingest::HookStatus, Point};
 
 use crate::{attach, probe::Prepared, Error, Result};
@@ -21,10 +24,13 @@ pub struct RelayPorts {
 }
 
 /// Loads the relay programs and attaches them to every interface of the
-/// probe options: XDP relay_in and tc egress relay_out.
+/// probe options: relay_in (XDP, or tc ingress) and tc egress relay_out. With
+/// `fast`, relay_fast takes relay_in's place: it does relay_in's work and
+/// relays packets of the channels in [`FastMaps`] itself.
 pub fn load_relay(
     prepared: &Prepared,
     ports: &RelayPorts,
+    fast: bool,
 ) -> Result<(Ebpf, Vec<HookStatus>, Vec<String>)> {
     if ports.listeners.is_empty() || ports.listeners.len() > RELAY_LISTENERS as usize {
         return Err(Error::Option(format!(
@@ -48,14 +54,25 @@ pub fn load_relay(
     }
     let (mut hooks, mut fallbacks) = (Vec::new(), Vec::new());
     for iface in &prepared.opts.ifaces {
-        hooks.push(attach::ingress(
-            &mut ebpf,
-            ("relay_in", "relay_in_tc"),
-            &prepared.netns,
-            iface,
-            Point::RelayIn,
-            &mut fallbacks,
-        )?);
+        hooks.push(if fast {
+            attach::xdp(
+                &mut ebpf,
+                "relay_fast",
+                &prepared.netns,
+                iface,
+                Point::RelayIn,
+                &mut fallbacks,
+            )?
+        } else {
+            attach::ingress(
+                &mut ebpf,
+                ("relay_in", "relay_in_tc"),
+                &prepared.netns,
+                iface,
+                Point::RelayIn,
+                &mut fallbacks,
+            )?
+        });
         hooks.push(attach::tc_egress(
             &mut ebpf,
             "relay_out",
@@ -67,10 +84,11 @@ pub fn load_relay(
     Ok((ebpf, hooks, fallbacks))
 }
 
+/// A relay direction; `as usize` is its DEMARC_DIR_* index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayDirection {
-    ClientToPeer,
-    PeerToClient,
+    ClientToPeer = abi::DIR_CLIENT_TO_PEER as isize,
+    PeerToClient = abi::DIR_PEER_TO_CLIENT as isize,
 }
 
 impl RelayDirection {
@@ -129,20 +147,87 @@ impl DwellHistogram {
     }
 }
 
-/// Reads the per-CPU dwell histograms.
+/// The fast path's route maps, taken out of the loaded relay object; the
+/// relay keeps them in step with its channels.
+pub struct FastMaps {
+    chan: HashMap<MapData, FastChanKey, FastRoute>,
+    peer: HashMap<MapData, FastPeerKey, FastRoute>,
+}
+
+impl FastMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            chan: HashMap::try_from(attach::take_map(ebpf, "fast_chan")?)?,
+            peer: HashMap::try_from(attach::take_map(ebpf, "fast_peer")?)?,
+        })
+    }
+
+    pub fn set_chan(&mut self, key: &FastChanKey, route: &FastRoute) -> Result<()> {
+        Ok(self.chan.insert(key, route, 0)?)
+    }
+
+    pub fn remove_chan(&mut self, key: &FastChanKey) -> Result<()> {
+        Ok(self.chan.remove(key)?)
+    }
+
+    pub fn set_peer(&mut self, key: &FastPeerKey, route: &FastRoute) -> Result<()> {
+        Ok(self.peer.insert(key, route, 0)?)
+    }
+
+    pub fn remove_peer(&mut self, key: &FastPeerKey) -> Result<()> {
+        Ok(self.peer.remove(key)?)
+    }
+}
+
+/// Packets and inner payload bytes the fast path relayed, indexed by the
+/// [`RelayDirection`] they arrived in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastStats {
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// Reads the per-CPU dwell histograms (and the fast path's counters).
 pub struct DwellReader {
     map: PerCpuArray<MapData, u64>,
+    fast: Option<PerCpuArray<MapData, u64>>,
     listeners: Vec<u16>,
 }
 
 impl DwellReader {
-    /// Takes the histogram map out of the object, so it outlives a detach.
-    pub fn new(ebpf: &mut Ebpf, ports: &RelayPorts) -> Result<Self> {
-        let map: Map = attach::take_map(ebpf, "dwell_hist")?;
+    /// Takes the histogram map out of the object, so it outlives a detach;
+    /// with `fast`, the fast path's counters too.
+    pub fn new(ebpf: &mut Ebpf, ports: &RelayPorts, fast: bool) -> Result<Self> {
+        let mut reader = Self::from_map(attach::take_map(ebpf, "dwell_hist")?, ports)?;
+        if fast {
+            reader.fast = Some(PerCpuArray::try_from(attach::take_map(
+                ebpf,
+                "fast_stats",
+            )?)?);
+        }
+        Ok(reader)
+    }
+
+    /// Reads the histograms of `map`, a `dwell_hist` of a relay object
+    /// loaded elsewhere (another process's, found by id).
+    pub fn from_map(map: Map, ports: &RelayPorts) -> Result<Self> {
         Ok(Self {
             map: PerCpuArray::try_from(map)?,
+            fast: None,
             listeners: ports.listeners.clone(),
         })
+    }
+
+    /// The fast path's counters; None when it is off.
+    pub fn fast_stats(&self) -> Option<FastStats> {
+        let map = self.fast.as_ref()?;
+        let get = |i: u32| map.get(&i, 0).map_or(0, |v| v.iter().sum());
+        let mut stats = FastStats::default();
+        for dir in [abi::DIR_CLIENT_TO_PEER, abi::DIR_PEER_TO_CLIENT] {
+            stats.packets[dir as usize] = get(dir * 2);
+            stats.bytes[dir as usize] = get(dir * 2 + 1);
+        }
+        Some(stats)
     }
 
     pub fn read(&self) -> Vec<DwellHistogram> {

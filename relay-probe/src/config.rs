@@ -238,6 +238,17 @@ pub struct Cli {
     #[arg(long, requires = "ifaces", env = "DEMARC_RELAY_PROBE_ONLY")]
     pub probe_only: bool,
 
+    /// Relay the UDP ChannelData of bound channels in the kernel (XDP on the
+    /// probe's interfaces) for IPv4 clients on listeners with a fixed address
+    /// and no max-bps; needs --iface. Dwell is still measured.
+    #[arg(
+        long,
+        requires = "ifaces",
+        conflicts_with = "probe_only",
+        env = "DEMARC_RELAY_XDP_FAST_PATH"
+    )]
+    pub xdp_fast_path: bool,
+
     /// The eBPF dwell probe: attached when --iface is given.
     #[command(flatten, next_help_heading = "Dwell probe (eBPF relay_in/relay_out)")]
     pub probe: demarc_agent::options::ProbeOptions,
@@ -289,6 +300,8 @@ pub struct Config {
     pub relay_threads: Option<usize>,
     /// No TURN server, only the dwell probe beside another one.
     pub probe_only: bool,
+    /// Relay bound channels in the kernel (XDP), beside the probe.
+    pub xdp_fast_path: bool,
     /// Dwell probe options; the probe runs when they name an interface.
     pub probe: demarc_agent::options::ProbeOptions,
 }
@@ -473,6 +486,7 @@ impl Config {
             drain_timeout: Duration::from_secs(cli.drain_timeout),
             relay_threads: cli.relay_threads,
             probe_only: cli.probe_only,
+            xdp_fast_path: cli.xdp_fast_path,
             probe: cli.probe,
         })
     }
@@ -546,11 +560,14 @@ fn file_args(text: &str) -> Result<(Vec<OsString>, Vec<String>), (usize, String)
             // A flag, or an option with an implied value (stale-nonce).
             _ => format!("--{key}"),
         };
-        // Checked alone so a bad value is reported with its line number.
+        // Checked alone so a bad value is reported with its line number; what
+        // it needs besides (probe-only: iface) is checked with everything.
         if let Err(e) = Cli::try_parse_from(["demarc-relay", flag.as_str()]) {
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or_default();
-            return Err((i + 1, first.trim_start_matches("error: ").to_string()));
+            if e.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+                let message = e.to_string();
+                let first = message.lines().next().unwrap_or_default();
+                return Err((i + 1, first.trim_start_matches("error: ").to_string()));
+            }
         }
         args.push(flag.into());
     }
@@ -701,7 +718,14 @@ mobility
                 "user=a:b\nlistening-ip=127.0.0.1\nexternal-ip=nope\n",
                 "external-ip",
             ),
+            (
+                "user=a:b\nlistening-ip=127.0.0.1\nxdp-fast-path\n",
+                "--iface",
+            ),
         ];
+        let (config, _) = load("user=a:b\nlistening-ip=127.0.0.1\nxdp-fast-path\niface=lo\n", &[])
+            .expect("a flag and what it needs, both from the file");
+        assert!(config.xdp_fast_path);
         for (file, expected) in cases {
             let err = load(file, &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{file:?}: {err}");

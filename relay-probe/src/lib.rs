@@ -9,6 +9,7 @@ mod batch;
 pub mod client;
 pub mod config;
 pub mod connections;
+pub mod fastpath;
 pub mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

@@ -419,6 +419,21 @@ impl Running {
         lock(&self.shared.core).allocation_count()
     }
 
+    /// Keeps the XDP fast path's routes in step with the channels until the
+    /// server stops.
+    pub fn start_fast_path(&mut self, installer: crate::fastpath::Installer) {
+        let shared = self.shared.clone();
+        self.tasks
+            .spawn(crate::fastpath::run(installer, move |seen| {
+                let core = lock(&shared.core);
+                let epoch = core.fast_epoch();
+                (seen != Some(epoch)).then(|| {
+                    let now = Instant::now();
+                    (epoch, core.fast_channels(now), now)
+                })
+            }));
+    }
+
     /// SIGTERM: refuse new allocations, let the others end, stop after
     /// `timeout` at the latest.
     pub async fn drain(mut self, timeout: Duration) {

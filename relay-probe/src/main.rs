@@ -3,6 +3,7 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use demarc_agent::{dwell::RelayPorts, probe::exit_report};
 use demarc_relay::config::Config;
+use demarc_relay::fastpath::Installer;
 use demarc_relay::listeners;
 use demarc_relay::metrics::KernelDwell;
 use demarc_relay::probe::{self, Stop};
@@ -60,8 +61,9 @@ fn probe_only(config: Config) {
         listeners: vec![config.port],
         relay: config.min_port..=config.max_port,
     };
-    let summary = probe::start(config.probe, ports, Stop::Signal).and_then(|(_, thread)| {
-        thread
+    let summary = probe::start(config.probe, ports, Stop::Signal, false).and_then(|started| {
+        started
+            .thread
             .join()
             .map_err(|_| anyhow::anyhow!("the dwell probe panicked"))?
     });
@@ -78,8 +80,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let drain_timeout = config.drain_timeout;
     let metrics = config.metrics;
     let probe_opts = config.probe.clone();
-    let running = listeners::start(config, None).await?;
-    let endpoints = running.endpoints();
+    let fast = config.xdp_fast_path;
+    let mut running = listeners::start(config, None).await?;
+    let endpoints = running.endpoints().clone();
     // The dwell probe watches the UDP listeners and the relay ports, and
     // stops only after the server has drained.
     let probe = if probe_opts.ifaces.is_empty() {
@@ -98,13 +101,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
             relay: endpoints.relay_ports.clone(),
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let (reader, thread) = probe::start(probe_opts, ports, Stop::When(stop_rx))?;
+        let started = probe::start(probe_opts, ports.clone(), Stop::When(stop_rx), fast)?;
+        let reader = started.reader;
         running
             .metrics()
             .set_kernel_dwell(KernelDwell(Box::new(move || {
-                probe::render_kernel_dwell(&reader.read())
+                let mut out = probe::render_kernel_dwell(&reader.read());
+                if let Some(stats) = reader.fast_stats() {
+                    out.push_str(&probe::render_fast_path(&stats));
+                }
+                out
             })));
-        Some((stop_tx, thread))
+        if fast
+            && endpoints
+                .listeners
+                .iter()
+                .any(|(t, a)| *t == Transport::Udp && a.ip().is_unspecified())
+        {
+            // The kernel matches a client's packets by the address it sent to.
+            tracing::warn!("xdp-fast-path skips clients of wildcard listeners: give listening-ip");
+        }
+        if let Some(maps) = started.fast {
+            running.start_fast_path(Installer::new(maps, ports.listeners));
+        }
+        Some((stop_tx, started.thread))
     };
     tracing::info!(
         listeners = ?endpoints.listeners,

@@ -9,7 +9,9 @@ use std::{
 };
 
 use demarc_agent::{
-    dwell::{load_relay, DwellHistogram, DwellReader, RelayPorts},
+    dwell::{
+        load_relay, DwellHistogram, DwellReader, FastMaps, FastStats, RelayDirection, RelayPorts,
+    },
     options::ProbeOptions,
     pipeline::Summary,
     probe::{Attached, Prepared},
@@ -24,32 +26,43 @@ pub enum Stop {
     When(tokio::sync::oneshot::Receiver<()>),
 }
 
+/// A probe that is attached and running.
+pub struct Started {
+    pub reader: Arc<DwellReader>,
+    /// The fast path's route maps, when it was asked for.
+    pub fast: Option<FastMaps>,
+    pub thread: JoinHandle<anyhow::Result<Summary>>,
+}
+
 /// Loads and attaches the probe on a thread of its own (its runtime is
 /// single-threaded and apart from the server's). Returns once everything is
-/// attached, or with the reason it could not be.
+/// attached, or with the reason it could not be. With `fast`, relay_fast
+/// replaces relay_in and its route maps come back for the relay to fill.
 pub fn start(
     opts: ProbeOptions,
     ports: RelayPorts,
     stop: Stop,
-) -> anyhow::Result<(Arc<DwellReader>, JoinHandle<anyhow::Result<Summary>>)> {
+    fast: bool,
+) -> anyhow::Result<Started> {
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("demarc-dwell".into())
         .spawn(move || -> anyhow::Result<Summary> {
             let attached = (|| -> anyhow::Result<_> {
                 let prepared = Prepared::new(opts, "demarc-relay")?;
-                let (mut ebpf, hooks, fallbacks) = load_relay(&prepared, &ports)?;
-                let reader = Arc::new(DwellReader::new(&mut ebpf, &ports)?);
-                Ok((prepared, ebpf, hooks, fallbacks, reader))
+                let (mut ebpf, hooks, fallbacks) = load_relay(&prepared, &ports, fast)?;
+                let reader = Arc::new(DwellReader::new(&mut ebpf, &ports, fast)?);
+                let maps = fast.then(|| FastMaps::take(&mut ebpf)).transpose()?;
+                Ok((prepared, ebpf, hooks, fallbacks, reader, maps))
             })();
-            let (prepared, ebpf, hooks, fallbacks, reader) = match attached {
+            let (prepared, ebpf, hooks, fallbacks, reader, maps) = match attached {
                 Ok(a) => a,
                 Err(e) => {
                     let _ = ready_tx.send(Err(format!("{e:#}")));
                     return Err(e);
                 }
             };
-            let _ = ready_tx.send(Ok(reader));
+            let _ = ready_tx.send(Ok((reader, maps)));
             let attached = Attached {
                 ebpf,
                 kind: ProbeKind::Relay,
@@ -57,10 +70,11 @@ pub fn start(
                 hooks,
                 fallbacks,
                 notes: vec![format!(
-                    "relay ports: listeners {:?}, relay range {}-{}",
+                    "relay ports: listeners {:?}, relay range {}-{}{}",
                     ports.listeners,
                     ports.relay.start(),
-                    ports.relay.end()
+                    ports.relay.end(),
+                    if fast { ", XDP fast path on" } else { "" }
                 )],
             };
             Ok(match stop {
@@ -71,7 +85,11 @@ pub fn start(
             })
         })?;
     match ready_rx.recv() {
-        Ok(Ok(reader)) => Ok((reader, thread)),
+        Ok(Ok((reader, fast))) => Ok(Started {
+            reader,
+            fast,
+            thread,
+        }),
         Ok(Err(e)) => Err(anyhow::anyhow!(e)),
         Err(_) => Err(anyhow::anyhow!(
             "the dwell probe thread died while starting"
@@ -84,6 +102,26 @@ const LE_SECONDS: [f64; 16] = [
     1e-6, 2e-6, 5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3,
     50e-3, 100e-3,
 ];
+
+/// The fast path's counters in Prometheus text format.
+pub fn render_fast_path(stats: &FastStats) -> String {
+    let mut out = String::new();
+    for (name, what, values) in [
+        ("packets", "Datagrams", &stats.packets),
+        ("bytes", "Payload bytes of datagrams", &stats.bytes),
+    ] {
+        let name = format!("demarc_relay_fast_path_{name}_total");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {what} relayed in the kernel by the XDP fast path, by arrival direction.\n# TYPE {name} counter"
+        );
+        for dir in [RelayDirection::ClientToPeer, RelayDirection::PeerToClient] {
+            let v = values[dir as usize];
+            let _ = writeln!(out, "{name}{{direction=\"{}\"}} {v}", dir.as_str());
+        }
+    }
+    out
+}
 
 /// The kernel-measured dwell histograms in Prometheus text format. A fine
 /// bucket counts toward `le` only when all of it lies below `le`.

@@ -10,7 +10,7 @@
 //! machine stays testable without sockets.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -208,6 +208,22 @@ pub struct ToClient {
     pub channel: Option<u16>,
 }
 
+/// A channel the kernel may relay (the XDP fast path, `fastpath`): IPv4
+/// UDP client on a listener with a fixed address, no rate limit. `expires`
+/// is when the channel, its permission or the allocation ends, whichever
+/// comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastChannel {
+    pub client: SocketAddrV4,
+    pub listener: SocketAddrV4,
+    pub channel: u16,
+    pub relay: SocketAddrV4,
+    pub peer: SocketAddrV4,
+    /// The peer is a relay address of this server (client to client).
+    pub peer_is_relay: bool,
+    pub expires: Instant,
+}
+
 #[derive(Debug)]
 struct Channel {
     peer: SocketAddr,
@@ -290,6 +306,8 @@ pub struct Server {
     connections: Connections,
     draining: bool,
     metrics: Arc<Metrics>,
+    /// Bumped whenever the set of fast channels or their expiry may change.
+    fast_epoch: u64,
 }
 
 /// Attributes every authenticated request may carry besides its own.
@@ -319,6 +337,7 @@ impl Server {
             connections: Connections::default(),
             draining: false,
             metrics,
+            fast_epoch: 0,
         }
     }
 
@@ -333,6 +352,55 @@ impl Server {
 
     pub fn has_allocation(&self, client: FiveTuple) -> bool {
         self.allocations.contains_key(&client)
+    }
+
+    /// Changes whenever [`Self::fast_channels`] may answer differently.
+    pub fn fast_epoch(&self) -> u64 {
+        self.fast_epoch
+    }
+
+    /// Every channel the kernel may relay for now, with when it must stop.
+    pub fn fast_channels(&self, now: Instant) -> Vec<FastChannel> {
+        let v4 = |a: SocketAddr| match a {
+            SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (from, allocation) in &self.allocations {
+            let (Transport::Udp, Some(client), Some(listener), false, None, None) = (
+                from.transport,
+                v4(from.remote),
+                v4(from.local),
+                allocation.tcp,
+                &allocation.up,
+                &allocation.down,
+            ) else {
+                continue;
+            };
+            for (&channel, c) in &allocation.channels {
+                let (Some(peer), Some(relay)) =
+                    (v4(c.peer), allocation.relay_for(c.peer.ip()).and_then(v4))
+                else {
+                    continue;
+                };
+                let Some(&permitted) = allocation.permissions.get(&c.peer.ip()) else {
+                    continue;
+                };
+                let expires = c.expires.min(permitted).min(allocation.expires);
+                if expires > now {
+                    out.push(FastChannel {
+                        client,
+                        listener,
+                        channel,
+                        relay,
+                        peer,
+                        peer_is_relay: self.by_relay.contains_key(&c.peer),
+                        expires,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// A datagram (UDP) or one complete frame (TCP/TLS) from a client.
@@ -403,12 +471,17 @@ impl Server {
             keep
         });
         for allocation in self.allocations.values_mut() {
+            let before = allocation.permissions.len() + allocation.channels.len();
             allocation.permissions.retain(|_, t| *t > now);
             let channels = &mut allocation.channels;
             channels.retain(|_, c| c.expires > now);
             allocation
                 .channel_of_peer
                 .retain(|_, n| channels.contains_key(n));
+            // The kernel stops at `expires` by itself; this drops the entries.
+            if allocation.permissions.len() + allocation.channels.len() != before {
+                self.fast_epoch += 1;
+            }
         }
     }
 
@@ -419,6 +492,7 @@ impl Server {
 
     fn remove(&mut self, client: FiveTuple, relays: &mut dyn RelaySockets, why: &str) {
         if let Some(allocation) = self.allocations.remove(&client) {
+            self.fast_epoch += 1;
             tracing::info!(
                 ?client,
                 user = allocation.username,
@@ -1060,6 +1134,7 @@ impl Server {
         }
         if let Some(allocation) = self.allocations.get_mut(&from) {
             allocation.expires = now + lifetime;
+            self.fast_epoch += 1;
         }
         Ok(Success::Lifetime(lifetime.as_secs() as u32))
     }
@@ -1111,6 +1186,7 @@ impl Server {
             }
             allocation.permissions.insert(peer.ip(), expires);
         }
+        self.fast_epoch += 1;
         Ok(Success::Empty)
     }
 
@@ -1157,6 +1233,7 @@ impl Server {
         allocation
             .permissions
             .insert(peer.ip(), now + self.settings.permission_lifetime);
+        self.fast_epoch += 1;
         Ok(Success::Empty)
     }
 }
@@ -1862,6 +1939,61 @@ mod tests {
         h.server.drain();
         assert_eq!(code(&h.allocate(client(2), "alice", "pw")), 508);
         assert_eq!(h.permit(c, peer()), 0, "existing allocations keep working");
+    }
+
+    #[test]
+    fn fast_channels_are_bound_udp_channels_until_their_first_expiry() {
+        let mut s = settings();
+        // The fake relay addresses are private ones: allow them as peers.
+        s.policy.allowed = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = Harness::new(s);
+        let c = client(1000);
+        assert_eq!(code(&h.allocate(c, "alice", "pw")), 0);
+        let epoch = h.server.fast_epoch();
+        assert!(h.server.fast_channels(h.now.mono).is_empty());
+        assert_eq!(h.bind(c, 0x4000, peer()), 0);
+        assert_ne!(h.server.fast_epoch(), epoch, "a new channel is news");
+        let [f] = h.server.fast_channels(h.now.mono)[..] else {
+            panic!("one channel");
+        };
+        let v4 = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        assert_eq!(f.client, v4(c.remote));
+        assert_eq!(f.listener, v4(c.local));
+        assert_eq!((f.channel, f.peer), (0x4000, v4(peer())));
+        assert_eq!(f.relay, v4(h.sockets.open[0]));
+        assert!(!f.peer_is_relay);
+        // The permission (300 s) ends before the channel (600 s).
+        assert_eq!(f.expires, h.now.mono + h.server.settings.permission_lifetime);
+        assert!(h.server.fast_channels(f.expires).is_empty());
+
+        // A second client's channel to the first one's relay address.
+        let c2 = client(2000);
+        assert_eq!(code(&h.allocate(c2, "alice", "pw")), 0);
+        assert_eq!(h.bind(c2, 0x4001, h.sockets.open[0]), 0);
+        let fast = h.server.fast_channels(h.now.mono);
+        let to_relay = fast.iter().find(|f| f.channel == 0x4001).unwrap();
+        assert!(to_relay.peer_is_relay);
+
+        // Expiry and deletion show in the epoch.
+        let epoch = h.server.fast_epoch();
+        h.server.expire(h.now.mono + Duration::from_secs(1), &mut h.sockets);
+        assert_eq!(h.server.fast_epoch(), epoch, "nothing ended");
+        h.server.expire(f.expires, &mut h.sockets);
+        assert_ne!(h.server.fast_epoch(), epoch);
+    }
+
+    #[test]
+    fn rate_limited_allocations_are_never_fast() {
+        let mut s = settings();
+        s.max_bps = 1000;
+        let mut h = Harness::new(s);
+        let c = client(1);
+        assert_eq!(code(&h.allocate(c, "alice", "pw")), 0);
+        assert_eq!(h.bind(c, 0x4000, peer()), 0);
+        assert!(h.server.fast_channels(h.now.mono).is_empty());
     }
 
     #[test]

@@ -224,12 +224,10 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
 }
 
-#[test]
-fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
-    let ns = Netns::new("in");
-    let dir = TempDir::new("dwell-in");
-    let records = dir.0.join("records.jsonl");
-    let mut relay = Proc::spawn(
+/// demarc-relay in `ns` with the probe on lo writing records to `records`,
+/// metrics on 9641; `extra` arguments appended.
+fn relay_with_probe(ns: &Netns, dir: &TempDir, records: &std::path::Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
         "demarc-relay",
         ns.exec(BIN)
             .args([
@@ -253,14 +251,12 @@ fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
             .args(["--iface", "lo", "--state-dir"])
             .arg(dir.0.join("state"))
             .arg(format!("--output=jsonl:{}", records.display()))
+            .args(extra)
             .env("RUST_LOG", "warn"),
-    );
-    wait_for_report(&mut relay);
-    let _peer = peer(&ns);
-    uclient(&ns, &[]);
-    uclient(&ns, &["-s"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let metrics = scrape(&ns, 9641);
+    )
+}
+
+fn stop(mut relay: Proc) {
     relay.signal(libc::SIGTERM);
     assert!(
         relay
@@ -268,6 +264,21 @@ fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
             .is_some_and(|s| s.success()),
         "relay did not stop cleanly"
     );
+}
+
+#[test]
+fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
+    let ns = Netns::new("in");
+    let dir = TempDir::new("dwell-in");
+    let records = dir.0.join("records.jsonl");
+    let mut relay = relay_with_probe(&ns, &dir, &records, &[]);
+    wait_for_report(&mut relay);
+    let _peer = peer(&ns);
+    uclient(&ns, &[]);
+    uclient(&ns, &["-s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = scrape(&ns, 9641);
+    stop(relay);
 
     let all = read_records(&records);
     let p = pairs(&all);
@@ -315,6 +326,98 @@ fn dwell_inside_demarc_relay_pairs_every_packet_and_agrees_with_userspace() {
     assert!(
         kernel_p50 - user_hi < 100e-6,
         "kernel-in + kernel-out over 100 us"
+    );
+}
+
+/// With `--xdp-fast-path`, the channel traffic of an outside peer and of
+/// two clients of the relay is relayed in the kernel: every message still
+/// arrives, user space relays only the first packets (before the routes are
+/// installed), and the kernel dwell and records still cover every packet.
+#[test]
+fn xdp_fast_path_relays_bound_channels_in_the_kernel() {
+    let ns = Netns::new("fp");
+    let dir = TempDir::new("dwell-fp");
+    let records = dir.0.join("records.jsonl");
+    let mut relay = relay_with_probe(&ns, &dir, &records, &["--xdp-fast-path"]);
+    wait_for_report(&mut relay);
+    let _peer = peer(&ns);
+    let counts = |ns: &Netns| {
+        let m = scrape(ns, 9641);
+        let get = |name: &str, dir: &str| metric(&m, &format!("{name}{{direction=\"{dir}\"}}"));
+        let fast = "demarc_relay_fast_path_packets_total";
+        let user = "demarc_relay_userspace_dwell_seconds_count";
+        let kernel: f64 = ["client_to_peer", "peer_to_client"]
+            .iter()
+            .map(|d| {
+                metric(
+                    &m,
+                    &format!("demarc_relay_kernel_dwell_seconds_count{{listener=\"{LISTEN}\",direction=\"{d}\"}}"),
+                )
+            })
+            .sum();
+        (
+            get(fast, "client_to_peer"),
+            get(fast, "peer_to_client"),
+            get(user, "to_peer") + get(user, "to_client"),
+            kernel,
+        )
+    };
+    let sent = f64::from(MESSAGES * CLIENTS);
+
+    // Channels to an outside peer: ChannelData in, bare UDP out, and back.
+    uclient(&ns, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (to_peer, to_client, user, kernel) = counts(&ns);
+    println!("peer run: fast {to_peer} + {to_client}, user space {user}, of {sent} each way");
+    // A few go through user space before the routes are in.
+    assert!((0.8 * sent..=sent).contains(&to_peer), "{to_peer}");
+    assert!((0.8 * sent..=sent).contains(&to_client), "{to_client}");
+    assert_eq!(
+        user,
+        2.0 * sent - to_peer - to_client,
+        "user space relayed the rest"
+    );
+    assert_eq!(
+        kernel,
+        2.0 * sent,
+        "every relayed packet has its kernel dwell"
+    );
+
+    // Client to client: one pass in the kernel, where user space relays twice.
+    uclient(&ns, &["-y"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (to_peer2, to_client2, user2, kernel2) = counts(&ns);
+    let passes = to_peer2 - to_peer;
+    println!(
+        "client-to-client run: {passes} fast passes, user space {}",
+        user2 - user
+    );
+    assert_eq!(to_client2, to_client, "nothing came from an outside peer");
+    assert!((0.8 * sent..=sent).contains(&passes), "{passes}");
+    assert_eq!(
+        user2 - user,
+        2.0 * (sent - passes),
+        "user space relayed the rest"
+    );
+    assert_eq!(kernel2 - kernel, passes + (user2 - user));
+    stop(relay);
+
+    // The fast path's records pair up like the others: sampled relay_in and
+    // relay_out with one key; client to client is ChannelData both sides.
+    let p = pairs(&read_records(&records));
+    let paired: usize = p.dwell.values().map(Vec::len).sum();
+    assert_eq!(paired as f64, kernel2, "every relayed packet paired");
+    let mut c2c = p.dwell[&(Framing::ChannelData, Framing::ChannelData)].clone();
+    c2c.sort_unstable();
+    println!(
+        "fast client-to-client dwell p50 {} ns, max {} ns",
+        c2c[c2c.len() / 2],
+        c2c[c2c.len() - 1]
+    );
+    assert_eq!(c2c.len() as f64, passes);
+    assert!(
+        c2c[c2c.len() / 2] < 20_000,
+        "fast path dwell p50 over 20 us"
     );
 }
 

@@ -52,7 +52,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "160,1200")]
     pub payloads: Vec<usize>,
     /// Servers to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "demarc,coturn")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "demarc,demarc-xdp,coturn"
+    )]
     pub servers: Vec<BenchServer>,
     /// Probe states to measure: off (no probe), on (the dwell probe beside the server).
     #[arg(long, value_delimiter = ',', default_value = "off,on")]
@@ -93,6 +97,8 @@ pub enum ProbeState {
 pub enum BenchServer {
     Demarc,
     Coturn,
+    /// demarc-relay with its XDP fast path (measured with the probe on only).
+    DemarcXdp,
 }
 
 /// Where a run puts things.

@@ -73,6 +73,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .map(|s| match s {
                 BenchServer::Demarc => Kind::Demarc,
                 BenchServer::Coturn => Kind::Coturn,
+                BenchServer::DemarcXdp => Kind::DemarcXdp,
             })
             .collect(),
         probe: args.probe.iter().map(|p| *p == ProbeState::On).collect(),

@@ -120,7 +120,8 @@ pub fn run(opts: &Options) -> Result<Vec<Measurement>> {
     let mut configs = Vec::new();
     for &payload in &opts.payloads {
         for &probe in &opts.probe {
-            for &kind in &opts.kinds {
+            // The fast path is the probe's program: there is no run without.
+            for &kind in opts.kinds.iter().filter(|k| probe || !k.probe_inside()) {
                 configs.push(Config {
                     payload,
                     probe,
@@ -159,11 +160,26 @@ fn on_path(tool: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
-/// The dwell probe beside the server, on this thread's namespace's `lo`.
-struct Probe {
-    reader: Arc<DwellReader>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<anyhow::Result<demarc_agent::pipeline::Summary>>,
+/// The dwell probe: beside the server, on this thread's namespace's `lo`,
+/// or inside it (found by its program in the kernel).
+enum Probe {
+    Beside {
+        reader: Arc<DwellReader>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<anyhow::Result<demarc_agent::pipeline::Summary>>,
+    },
+    Inside {
+        reader: DwellReader,
+        /// Ids of the server's programs that use its dwell histograms.
+        programs: Vec<u32>,
+    },
+}
+
+fn relay_ports() -> RelayPorts {
+    RelayPorts {
+        listeners: vec![LISTEN.port()],
+        relay: RELAY_PORTS.0..=RELAY_PORTS.1,
+    }
 }
 
 impl Probe {
@@ -181,33 +197,83 @@ impl Probe {
             state_dir: Some(opts.dir.join("probe-state")),
             spool_max_bytes: 1 << 20,
         };
-        let ports = RelayPorts {
-            listeners: vec![LISTEN.port()],
-            relay: RELAY_PORTS.0..=RELAY_PORTS.1,
-        };
         let (stop, rx) = tokio::sync::oneshot::channel();
-        let (reader, thread) =
-            demarc_relay::probe::start(probe_opts, ports, demarc_relay::probe::Stop::When(rx))
-                .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
-        Ok(Probe {
-            reader,
+        let started = demarc_relay::probe::start(
+            probe_opts,
+            relay_ports(),
+            demarc_relay::probe::Stop::When(rx),
+            false,
+        )
+        .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
+        Ok(Probe::Beside {
+            reader: started.reader,
             stop,
-            thread,
+            thread: started.thread,
         })
     }
 
+    /// The probe the server loaded: the newest `relay_fast` program's
+    /// dwell histograms, and the programs sharing them.
+    fn inside() -> Result<Probe> {
+        let bench = |e: &dyn std::fmt::Display| Error::Bench(format!("server's probe: {e}"));
+        let fast = aya::programs::loaded_programs()
+            .filter_map(|p| p.ok())
+            .filter(|p| p.name_as_str() == Some("relay_fast"))
+            .max_by_key(|p| p.id())
+            .ok_or_else(|| bench(&"no relay_fast program is loaded"))?;
+        let map_ids = fast.map_ids().map_err(|e| bench(&e))?.unwrap_or_default();
+        let hist = map_ids
+            .iter()
+            .filter_map(|&id| aya::maps::MapData::from_id(id).ok())
+            .find(|m| {
+                m.info()
+                    .is_ok_and(|i| i.name_as_str() == Some("dwell_hist"))
+            })
+            .ok_or_else(|| bench(&"relay_fast has no dwell_hist map"))?;
+        let hist_id = hist.info().map_err(|e| bench(&e))?.id();
+        let programs = aya::programs::loaded_programs()
+            .filter_map(|p| p.ok())
+            .filter(|p| {
+                p.map_ids()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|ids| ids.contains(&hist_id))
+            })
+            .map(|p| p.id())
+            .collect();
+        let reader = DwellReader::from_map(aya::maps::Map::PerCpuArray(hist), &relay_ports())
+            .map_err(|e| bench(&e))?;
+        Ok(Probe::Inside { reader, programs })
+    }
+
     fn snapshot(&self) -> Vec<DwellHistogram> {
-        self.reader.read()
+        match self {
+            Probe::Beside { reader, .. } => reader.read(),
+            Probe::Inside { reader, .. } => reader.read(),
+        }
     }
 
     fn finish(self) -> Result<Vec<ProgramStats>> {
-        let _ = self.stop.send(());
-        let summary = self
-            .thread
-            .join()
-            .map_err(|_| Error::Bench("the dwell probe panicked".into()))?
-            .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
-        Ok(summary.health.map(|h| h.programs).unwrap_or_default())
+        match self {
+            Probe::Beside { stop, thread, .. } => {
+                let _ = stop.send(());
+                let summary = thread
+                    .join()
+                    .map_err(|_| Error::Bench("the dwell probe panicked".into()))?
+                    .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
+                Ok(summary.health.map(|h| h.programs).unwrap_or_default())
+            }
+            Probe::Inside { programs, .. } => Ok(aya::programs::loaded_programs()
+                .filter_map(|p| p.ok())
+                .filter(|p| programs.contains(&p.id()))
+                .map(|p| ProgramStats {
+                    name: p.name_as_str().unwrap_or("?").to_owned(),
+                    run_count: p.run_count(),
+                    run_time_ns: p.run_time().as_nanos() as u64,
+                    recursion_misses: 0,
+                })
+                .collect()),
+        }
     }
 }
 
@@ -249,7 +315,10 @@ fn pin(cpu: usize) -> Result<()> {
 fn measure(config: Config, opts: &Options) -> Result<Measurement> {
     let server = Running::start(config.kind, opts.server_cpu, &opts.dir)?;
     // The probe's thread shares the server's CPU: its cost is the server's.
-    let probe = if config.probe {
+    let probe = if config.kind.probe_inside() {
+        pin(opts.load_cpu)?;
+        Some(Probe::inside()?)
+    } else if config.probe {
         pin(opts.server_cpu)?;
         let started = Probe::start(opts);
         pin(opts.load_cpu)?;

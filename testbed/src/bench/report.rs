@@ -103,16 +103,18 @@ pub fn markdown(measurements: &[Measurement]) -> String {
     };
     for &payload in &payloads {
         for probe in [true, false] {
-            if let (Some(d), Some(c)) = (
-                median(&cfg(Kind::Demarc, payload, probe)),
-                median(&cfg(Kind::Coturn, payload, probe)),
-            ) {
-                let _ = writeln!(
-                    out,
-                    "- {payload} B, probe {}: demarc/coturn = {:.2}",
-                    if probe { "on" } else { "off" },
-                    d / c
-                );
+            for kind in [Kind::Demarc, Kind::DemarcXdp] {
+                if let (Some(d), Some(c)) = (
+                    median(&cfg(kind, payload, probe)),
+                    median(&cfg(Kind::Coturn, payload, probe)),
+                ) {
+                    let _ = writeln!(
+                        out,
+                        "- {payload} B, probe {}: {kind}/coturn = {:.2}",
+                        if probe { "on" } else { "off" },
+                        d / c
+                    );
+                }
             }
         }
         for kind in [Kind::Demarc, Kind::Coturn] {
@@ -145,7 +147,8 @@ pub fn markdown(measurements: &[Measurement]) -> String {
     out
 }
 
-/// The headline line: 160 B (the smallest payload), probe on.
+/// The headline lines: 160 B (the smallest payload), probe on, the batched
+/// user-space relay and the XDP fast path each against coturn.
 pub fn headline(measurements: &[Measurement]) -> Option<String> {
     let payload = measurements.iter().map(|m| m.config.payload).min()?;
     let rate = |kind| {
@@ -156,9 +159,17 @@ pub fn headline(measurements: &[Measurement]) -> Option<String> {
             .collect();
         spread(&v).map(|s| s.0)
     };
+    let coturn = rate(Kind::Coturn)?;
+    let ratio = |kind| {
+        rate(kind).map_or_else(
+            || format!("not measured (no {kind} run with the probe on)"),
+            |r| format!("{:.2}", r / coturn),
+        )
+    };
     Some(format!(
-        "demarc/coturn userspace = {:.2}",
-        rate(Kind::Demarc)? / rate(Kind::Coturn)?
+        "demarc/coturn userspace = {}\ndemarc/coturn xdp = {}",
+        ratio(Kind::Demarc),
+        ratio(Kind::DemarcXdp)
     ))
 }
 

@@ -21,6 +21,9 @@ pub const RELAY_PORTS: (u16, u16) = (49152, 65535);
 pub enum Kind {
     Coturn,
     Demarc,
+    /// demarc-relay with the XDP fast path (`--xdp-fast-path`): its own
+    /// probe, in the server, relays bound channels in the kernel.
+    DemarcXdp,
 }
 
 impl fmt::Display for Kind {
@@ -28,12 +31,19 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Coturn => "coturn",
             Kind::Demarc => "demarc-relay",
+            Kind::DemarcXdp => "demarc-relay-xdp",
         })
     }
 }
 
 impl Kind {
-    fn command(self) -> Result<(PathBuf, Vec<String>)> {
+    /// Whether the dwell probe runs inside the server (it must: the fast
+    /// path is the probe's program), not beside it.
+    pub fn probe_inside(self) -> bool {
+        self == Kind::DemarcXdp
+    }
+
+    fn command(self, dir: &Path) -> Result<(PathBuf, Vec<String>)> {
         let (user, password) = USER;
         let ip = LISTEN.ip().to_string();
         let common = [
@@ -49,24 +59,31 @@ impl Kind {
             "--no-tcp".into(),
             "--no-tls".into(),
         ];
-        let (program, own): (PathBuf, &[&str]) = match self {
+        let xdp = [
+            "--drain-timeout=0".into(),
+            "--xdp-fast-path".into(),
+            "--iface=lo".into(),
+            // The histograms count every packet; records are only a sample.
+            "--sample-rate=0.001".into(),
+            format!("--output=jsonl:{}", dir.join("relay-xdp.jsonl").display()),
+            format!("--state-dir={}", dir.join("xdp-state").display()),
+        ];
+        let (program, own): (PathBuf, &[String]) = match self {
             // -n: no configuration file; the rest keeps it quiet and UDP-only.
             Kind::Coturn => (
                 "turnserver".into(),
                 &[
-                    "-n",
-                    "--lt-cred-mech",
-                    "--no-dtls",
-                    "--no-cli",
-                    "--log-file=stdout",
+                    "-n".into(),
+                    "--lt-cred-mech".into(),
+                    "--no-dtls".into(),
+                    "--no-cli".into(),
+                    "--log-file=stdout".into(),
                 ],
             ),
-            Kind::Demarc => (binary("demarc-relay")?, &["--drain-timeout=0"]),
+            Kind::Demarc => (binary("demarc-relay")?, &xdp[..1]),
+            Kind::DemarcXdp => (binary("demarc-relay")?, &xdp),
         };
-        let args = common
-            .into_iter()
-            .chain(own.iter().map(|s| s.to_string()))
-            .collect();
+        let args = common.into_iter().chain(own.iter().cloned()).collect();
         Ok((program, args))
     }
 }
@@ -81,7 +98,7 @@ impl Running {
     /// Starts `kind` pinned to `cpu` (taskset execs it, so the pid is the
     /// server's) and waits until it answers a STUN Binding request.
     pub fn start(kind: Kind, cpu: usize, dir: &Path) -> Result<Running> {
-        let (program, args) = kind.command()?;
+        let (program, args) = kind.command(dir)?;
         let mut argv = vec![
             "-c".to_owned(),
             cpu.to_string(),
