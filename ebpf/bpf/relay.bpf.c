@@ -5,6 +5,10 @@
  * packet's dwell lands in a histogram (complete, not sampled); sampled
  * packets also go out as records. Works beside any TURN server on the given
  * ports (ours or coturn).
+ *
+ * relay_fast is relay_in plus a fast path: datagrams of channels the relay
+ * has installed in fast_chan/fast_peer are rewritten and sent on from XDP,
+ * never reaching user space; it then records what relay_out would have.
  */
 #include "demarc_common.h"
 
@@ -113,28 +117,288 @@ static __always_inline __u64 relay_record_ts(const struct demarc_pkt *p, __u64 m
 	return bpf_ktime_get_tai_ns();
 }
 
-static __always_inline void relay_in_common(struct demarc_src *s, __u32 pkt_len, __u32 ifindex)
+/*
+ * Fast path routes, filled by the relay (demarc_abi.h). Not preallocated:
+ * only a relay using the fast path pays for entries, and a replaced entry
+ * is freed after an RCU grace period, so a lookup never sees it reused.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct demarc_fast_chan_key);
+	__type(value, struct demarc_fast_route);
+	__uint(max_entries, DEMARC_FAST_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} fast_chan SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct demarc_fast_peer_key);
+	__type(value, struct demarc_fast_route);
+	__uint(max_entries, DEMARC_FAST_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} fast_peer SEC(".maps");
+
+/* Packets and inner payload bytes relayed here, by arrival direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, DEMARC_FAST_STATS);
+} fast_stats SEC(".maps");
+
+#define AF_INET 2
+#define CHAN_HDR 4    /* ChannelData header: channel number, length */
+#define RELAY_TTL 64  /* what the relay's own socket sends with (IPDEFTTL) */
+
+/* The headers relay_fast rewrites: IPv4 without options. */
+struct fast_hdr {
+	struct ethhdr eth;
+	struct demarc_iphdr4 ip;
+	struct demarc_udphdr udp;
+};
+
+static __always_inline __u32 load32(const void *p)
+{
+	__u32 v;
+
+	__builtin_memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static __always_inline __u16 load16(const void *p)
+{
+	__u16 v;
+
+	__builtin_memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/*
+ * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): a checksum follows a change of
+ * its words from m to m'. Words are summed as they lie in memory (RFC 1071:
+ * the sum does not depend on byte order); a 16-bit word may be passed as
+ * 32 bits and an absent word as 0, both add nothing modulo 0xffff.
+ */
+static __always_inline __u64 csum_change(__u32 from, __u32 to)
+{
+	return (__u64)(__u32)~from + to;
+}
+
+static __always_inline __u16 csum_update(__u16 check, __u64 change)
+{
+	__u64 s = (__u16)~check + change;
+
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
+
+/*
+ * The fast path of relay_fast, for a parsed media datagram (role: its
+ * destination port's). Returns XDP_PASS, the packet untouched, unless a live
+ * route sends it on from here; then it is rewritten, counted and recorded as
+ * relay_out would have, and the verdict is XDP_TX or XDP_REDIRECT.
+ */
+static __always_inline int relay_fast_path(struct xdp_md *ctx, struct demarc_scratch *sc,
+					   __u8 role, __u64 mono)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct demarc_pkt *pkt = &sc->pkt;
+	struct fast_hdr *p = data, h;
+	struct demarc_fast_route *r, rt;
+	__u32 ifindex = ctx->ingress_ifindex, in_hdr = 0, out_hdr, idx, mtu = 0;
+	__u32 in_dir = role == DEMARC_ROLE_PEER ? DEMARC_DIR_PEER_TO_CLIENT
+						 : DEMARC_DIR_CLIENT_TO_PEER;
+	__u64 ip_change, udp_change, end, *n;
+	__be16 ulen, chan[2] = {0, 0};
+	__u16 ttl_proto, check;
+	int delta, act = XDP_TX;
+
+	/* demarc_l3l4 has checked the rest: UDP, unfragmented, within the frame. */
+	if ((void *)(p + 1) > data_end || p->eth.h_proto != bpf_htons(ETH_P_IP) ||
+	    p->ip.vihl != 0x45 ||
+	    p->ip.tot_len != bpf_htons(sizeof(p->ip) + sizeof(p->udp) + pkt->wire_len))
+		return XDP_PASS;
+	if (role == DEMARC_ROLE_PEER) {
+		struct demarc_fast_peer_key k = {
+			.peer_ip = load32(p->ip.saddr),
+			.relay_ip = load32(p->ip.daddr),
+			.peer_port = p->udp.source,
+			.relay_port = p->udp.dest,
+		};
+
+		r = bpf_map_lookup_elem(&fast_peer, &k);
+	} else {
+		struct demarc_fast_chan_key k = {
+			.client_ip = load32(p->ip.saddr),
+			.server_ip = load32(p->ip.daddr),
+			.client_port = p->udp.source,
+			.server_port = p->udp.dest,
+			.channel = bpf_htons(pkt->channel),
+		};
+
+		/* Padding after ChannelData (allowed over UDP) is left to the relay. */
+		if (pkt->framing != DEMARC_FRAMING_CHANNEL_DATA ||
+		    pkt->payload_len + CHAN_HDR != pkt->wire_len ||
+		    (void *)(p + 1) + CHAN_HDR > data_end)
+			return XDP_PASS;
+		in_hdr = CHAN_HDR;
+		r = bpf_map_lookup_elem(&fast_chan, &k);
+	}
+	if (!r)
+		return XDP_PASS;
+	rt = *r; /* one reading, however the relay updates the entry */
+	if (mono >= rt.expires_ns)
+		return XDP_PASS;
+	out_hdr = rt.channel ? CHAN_HDR : 0;
+	delta = (int)out_hdr - (int)in_hdr;
+
+	/* The next hop, decided before anything is written. */
+	__builtin_memcpy(&h, p, sizeof(h));
+	if (rt.dst_ip == load32(p->ip.saddr)) {
+		/* Back to the sender: its MAC is the next hop, the link the same. */
+		__builtin_memcpy(h.eth.h_dest, p->eth.h_source, ETH_ALEN);
+		__builtin_memcpy(h.eth.h_source, p->eth.h_dest, ETH_ALEN);
+		if (delta > 0 && bpf_check_mtu(ctx, 0, &mtu, delta, 0) != BPF_MTU_CHK_RET_SUCCESS)
+			return XDP_PASS;
+	} else {
+		/* tot_len makes the lookup check the route's MTU for the new size. */
+		struct bpf_fib_lookup fib = {
+			.family = AF_INET,
+			.l4_protocol = IPPROTO_UDP,
+			.sport = rt.src_port,
+			.dport = rt.dst_port,
+			.tot_len = bpf_ntohs(p->ip.tot_len) + delta,
+			.ifindex = ifindex,
+			.tos = p->ip.tos,
+			.ipv4_src = rt.src_ip,
+			.ipv4_dst = rt.dst_ip,
+		};
+
+		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+			return XDP_PASS;
+		__builtin_memcpy(h.eth.h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(h.eth.h_source, fib.smac, ETH_ALEN);
+		if (fib.ifindex != ifindex) {
+			act = XDP_REDIRECT;
+			ifindex = fib.ifindex;
+		}
+	}
+
+	/*
+	 * New headers, checksums updated for what changed: the addresses (in
+	 * both, UDP's pseudo-header has them), ports, lengths (UDP's twice),
+	 * TTL and the ChannelData header (the payload behind it moves by 4
+	 * bytes, an even offset, so its sum stays).
+	 */
+	ulen = bpf_htons(sizeof(h.udp) + pkt->payload_len + out_hdr);
+	if (in_hdr)
+		__builtin_memcpy(chan, p + 1, sizeof(chan));
+	ip_change = csum_change(load32(h.ip.saddr), rt.src_ip) +
+		    csum_change(load32(h.ip.daddr), rt.dst_ip);
+	udp_change = ip_change + csum_change(load32(&h.udp.source), load32(&rt.src_port)) +
+		     2 * csum_change(h.udp.len, ulen) + csum_change(load32(chan), 0);
+	if (out_hdr) {
+		chan[0] = rt.channel;
+		chan[1] = bpf_htons(pkt->payload_len);
+		udp_change += csum_change(0, load32(chan));
+	}
+	ttl_proto = load16(&h.ip.ttl);
+	h.ip.ttl = RELAY_TTL;
+	ip_change += csum_change(ttl_proto, load16(&h.ip.ttl)) +
+		     csum_change(h.ip.tot_len, bpf_htons(bpf_ntohs(h.ip.tot_len) + delta));
+	h.ip.tot_len = bpf_htons(bpf_ntohs(h.ip.tot_len) + delta);
+	h.ip.check = csum_update(h.ip.check, ip_change);
+	__builtin_memcpy(h.ip.saddr, &rt.src_ip, 4);
+	__builtin_memcpy(h.ip.daddr, &rt.dst_ip, 4);
+	h.udp.source = rt.src_port;
+	h.udp.dest = rt.dst_port;
+	h.udp.len = ulen;
+	/* A zero UDP checksum means none; a computed zero is sent as 0xffff. */
+	if (h.udp.check) {
+		check = csum_update(h.udp.check, udp_change);
+		h.udp.check = check ? check : 0xffff;
+	}
+
+	/* Grow or shrink at the front: the payload stays where it is. */
+	if (delta && bpf_xdp_adjust_head(ctx, -delta))
+		return XDP_PASS; /* nothing written yet */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	p = data;
+	/* Cannot fail: the lengths were checked above; the verifier wants it. */
+	if ((void *)(p + 1) + sizeof(chan) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(p, &h, sizeof(h));
+	if (out_hdr)
+		__builtin_memcpy(p + 1, chan, sizeof(chan));
+
+	idx = in_dir * 2;
+	n = bpf_map_lookup_elem(&fast_stats, &idx);
+	if (n)
+		*n += 1;
+	idx++;
+	n = bpf_map_lookup_elem(&fast_stats, &idx);
+	if (n)
+		*n += pkt->payload_len;
+	/* What relay_out would have seen: the same key, the new addresses and framing. */
+	__builtin_memcpy(sc->tuple.saddr, &rt.src_ip, 4);
+	__builtin_memcpy(sc->tuple.daddr, &rt.dst_ip, 4);
+	sc->tuple.sport = bpf_ntohs(rt.src_port);
+	sc->tuple.dport = bpf_ntohs(rt.dst_port);
+	pkt->framing = out_hdr ? DEMARC_FRAMING_CHANNEL_DATA : DEMARC_FRAMING_BARE;
+	pkt->channel = bpf_ntohs(rt.channel);
+	pkt->inner_off = out_hdr;
+	pkt->wire_len = pkt->payload_len + out_hdr;
+	end = bpf_ktime_get_ns();
+	if (rt.slot >= 1 && rt.slot <= DEMARC_RELAY_LISTENERS) {
+		dwell_add(rt.slot, rt.dir, end - mono);
+		demarc_count(DEMARC_POINT_RELAY_OUT, DEMARC_CNT_RELAY_MATCH);
+	}
+	demarc_count(DEMARC_POINT_RELAY_OUT, DEMARC_CNT_SEEN);
+	demarc_emit(DEMARC_PARSE_MEDIA, pkt, &sc->tuple, DEMARC_POINT_RELAY_OUT,
+		    relay_record_ts(pkt, end), ifindex, 0);
+	return act == XDP_TX ? XDP_TX : bpf_redirect(ifindex, 0);
+}
+
+/*
+ * relay_in's work, shared by relay_in, relay_in_tc and relay_fast: parse,
+ * count and sample the packet, then note it in flight for relay_out. fast
+ * is relay_fast's context (NULL for the others, which folds the fast path
+ * away); a packet relayed there is never in flight. Returns the XDP verdict.
+ */
+static __always_inline int relay_in_common(struct demarc_src *s, __u32 pkt_len, __u32 ifindex,
+					   struct xdp_md *fast)
 {
 	struct demarc_scratch *sc = demarc_scratch();
-	int udp_len, verdict;
+	int udp_len, verdict, act;
 	struct inflight *f;
 	__u64 mono;
 	__u8 role;
 
 	if (!sc)
-		return;
+		return XDP_PASS;
 	udp_len = demarc_l3l4(s, pkt_len, &sc->tuple);
 	if (udp_len == -1)
-		return;
+		return XDP_PASS;
 	role = port_role(sc->tuple.dport);
 	if (role == DEMARC_ROLE_NONE)
-		return;
+		return XDP_PASS;
 	/* Read after the cheap checks: other traffic pays no clock read. Both
 	 * points read at the same place, so the dwell is not shifted. */
 	mono = bpf_ktime_get_ns();
 	/* Whatever a peer sends to a relay port is payload for a client. */
 	verdict = demarc_wire_parse(s, udp_len, DEMARC_POINT_RELAY_IN, &sc->pkt,
 				    role == DEMARC_ROLE_PEER);
+	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_IN,
+		    relay_record_ts(&sc->pkt, mono), ifindex, 0);
+	if (fast && verdict == DEMARC_PARSE_MEDIA) {
+		act = relay_fast_path(fast, sc, role, mono);
+		if (act != XDP_PASS)
+			return act;
+	}
 	/* Only data is relayed: framed from clients, anything to a relay port. */
 	if (verdict == DEMARC_PARSE_MEDIA && sc->pkt.key &&
 	    (role == DEMARC_ROLE_PEER || sc->pkt.framing != DEMARC_FRAMING_BARE)) {
@@ -152,8 +416,7 @@ static __always_inline void relay_in_common(struct demarc_src *s, __u32 pkt_len,
 			slot_key(f) = sc->pkt.key;
 		}
 	}
-	demarc_emit(verdict, &sc->pkt, &sc->tuple, DEMARC_POINT_RELAY_IN,
-		    relay_record_ts(&sc->pkt, mono), ifindex, 0);
+	return XDP_PASS;
 }
 
 SEC("xdp")
@@ -161,8 +424,7 @@ int relay_in(struct xdp_md *ctx)
 {
 	struct demarc_src s = {.ctx = ctx, .kind = DEMARC_SRC_XDP};
 
-	relay_in_common(&s, bpf_xdp_get_buff_len(ctx), ctx->ingress_ifindex);
-	return XDP_PASS;
+	return relay_in_common(&s, bpf_xdp_get_buff_len(ctx), ctx->ingress_ifindex, NULL);
 }
 
 /* relay_in at tc ingress where the driver has no native XDP (see rx_wire_tc). */
@@ -171,8 +433,17 @@ int relay_in_tc(struct __sk_buff *skb)
 {
 	struct demarc_src s = {.ctx = skb, .kind = DEMARC_SRC_SKB};
 
-	relay_in_common(&s, skb->len, skb->ifindex); /* the receiving device here */
+	relay_in_common(&s, skb->len, skb->ifindex, NULL); /* the receiving device here */
 	return -1;
+}
+
+/* relay_in, and the fast path for packets of installed routes (attach instead of relay_in). */
+SEC("xdp")
+int relay_fast(struct xdp_md *ctx)
+{
+	struct demarc_src s = {.ctx = ctx, .kind = DEMARC_SRC_XDP};
+
+	return relay_in_common(&s, bpf_xdp_get_buff_len(ctx), ctx->ingress_ifindex, ctx);
 }
 
 SEC("classifier")

@@ -7,5 +7,6 @@ pub mod abi;
 pub static ENDPOINT_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/endpoint.bpf.o"));
 
-/// The relay dwell programs: relay_in (XDP), relay_out (tc egress).
+/// The relay programs: relay_in (XDP), relay_in_tc, relay_out (tc egress),
+/// and relay_fast (XDP: relay_in plus the in-kernel fast path).
 pub static RELAY_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay.bpf.o"));

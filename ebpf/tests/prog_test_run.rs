@@ -8,8 +8,9 @@
 //! skip, so a CI run that lost its privileges fails instead of passing empty.
 //! Run with `--nocapture` to see what each group checked.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::MetadataExt;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
@@ -19,42 +20,19 @@ use demarc_ebpf::ENDPOINT_OBJ;
 use demarc_proto::vectors::{Expect, Vector};
 use demarc_proto::{Class, Framing, Point};
 
+use common::*;
+
 /// The probe must never change a packet's fate: tc says "no opinion"
 /// (TC_ACT_UNSPEC, -1), XDP passes.
 const TC_ACT_UNSPEC: u32 = -1i32 as u32;
-const XDP_PASS: u32 = 2;
 
 const WIRE: [Point; 2] = [Point::TxWire, Point::RxWire];
 
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const UDP_LEN: usize = 8;
 /// Shortest Ethernet frame without FCS; shorter ones arrive zero-padded.
 const ETH_MIN_FRAME: usize = 60;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_TCP: u8 = 6;
 
 fn vectors() -> Vec<Vector> {
     demarc_proto::vectors::load().expect("read ebpf/testdata/vectors.json")
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-/// Addresses and ports of a crafted frame, as the record should carry them.
-#[derive(Debug, Clone, Copy)]
-struct Tuple {
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
 }
 
 const V4: Tuple = Tuple {
@@ -70,76 +48,6 @@ const V6: Tuple = Tuple {
     sport: 50000,
     dport: 3479,
 };
-
-impl Tuple {
-    fn family(&self) -> u8 {
-        if self.src.is_ipv4() {
-            4
-        } else {
-            6
-        }
-    }
-
-    /// The record's 16-byte address field: IPv4 in the first 4 bytes.
-    fn field(ip: IpAddr) -> [u8; 16] {
-        let mut out = [0; 16];
-        match ip {
-            IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
-            IpAddr::V6(a) => out = a.octets(),
-        }
-        out
-    }
-
-    fn udp(&self, payload: &[u8]) -> Vec<u8> {
-        let mut udp = Vec::with_capacity(UDP_LEN + payload.len());
-        udp.extend(self.sport.to_be_bytes());
-        udp.extend(self.dport.to_be_bytes());
-        udp.extend(((UDP_LEN + payload.len()) as u16).to_be_bytes());
-        // The parser never reads checksums (veth offloads them anyway).
-        udp.extend([0, 0]);
-        udp.extend(payload);
-        udp
-    }
-}
-
-fn ethernet(ethertype: u16, body: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 0xb, 0x02, 0, 0, 0, 0, 0xa];
-    f.extend(ethertype.to_be_bytes());
-    f.extend(body);
-    f
-}
-
-/// Ethernet + IPv4 (with `options`, a multiple of 4 bytes) + UDP.
-fn ipv4_frame(t: &Tuple, payload: &[u8], options: &[u8]) -> Vec<u8> {
-    let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.src, t.dst) else {
-        panic!("ipv4_frame needs an IPv4 tuple");
-    };
-    let udp = t.udp(payload);
-    let ihl = IPV4_LEN + options.len();
-    let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
-    ip.extend(((ihl + udp.len()) as u16).to_be_bytes());
-    ip.extend([0x12, 0x34, 0, 0, 64, IPPROTO_UDP, 0, 0]);
-    ip.extend(src.octets());
-    ip.extend(dst.octets());
-    ip.extend(options);
-    ip.extend(udp);
-    ethernet(ETH_P_IP, &ip)
-}
-
-/// Ethernet + IPv6 + UDP.
-fn ipv6_frame(t: &Tuple, payload: &[u8]) -> Vec<u8> {
-    let (IpAddr::V6(src), IpAddr::V6(dst)) = (t.src, t.dst) else {
-        panic!("ipv6_frame needs an IPv6 tuple");
-    };
-    let udp = t.udp(payload);
-    let mut ip = vec![0x60, 0, 0, 0];
-    ip.extend((udp.len() as u16).to_be_bytes());
-    ip.extend([IPPROTO_UDP, 64]);
-    ip.extend(src.octets());
-    ip.extend(dst.octets());
-    ip.extend(udp);
-    ethernet(ETH_P_IPV6, &ip)
-}
 
 fn pad_to_min(mut frame: Vec<u8>) -> Vec<u8> {
     frame.resize(frame.len().max(ETH_MIN_FRAME), 0);
@@ -193,15 +101,8 @@ struct Wire {
 
 impl Wire {
     fn load(cfg: Config) -> Wire {
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "prog_test_run needs root (BPF); run it as root, as CI does"
-        );
-        let netns = std::fs::metadata("/proc/self/ns/net")
-            .expect("stat /proc/self/ns/net")
-            .ino() as u32;
+        require_root("prog_test_run");
+        let netns = netns_inode();
         let mut ebpf = EbpfLoader::new()
             .override_global("cfg_netns", &netns, true)
             .override_global("cfg_clock", &cfg.clock, true)
@@ -223,9 +124,7 @@ impl Wire {
         let events = RingBuf::try_from(ebpf.take_map("events").unwrap()).unwrap();
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").unwrap()).unwrap();
         // Test runs happen on the loopback device of the caller's namespace.
-        // SAFETY: the argument is a NUL-terminated string.
-        let lo_ifindex = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        assert_ne!(lo_ifindex, 0, "no lo device");
+        let lo_ifindex = ifindex("lo");
         Wire {
             ebpf,
             events,
@@ -237,24 +136,11 @@ impl Wire {
     }
 
     fn counts(&self) -> Vec<u64> {
-        (0..abi::POINTS * abi::CNT_KINDS)
-            .map(|i| self.counters.get(&i, 0).unwrap().iter().sum())
-            .collect()
+        sums(&self.counters)
     }
 
     fn now(&self) -> u64 {
-        let clock = if self.cfg.clock == abi::CLOCK_MONO {
-            libc::CLOCK_MONOTONIC
-        } else {
-            libc::CLOCK_TAI
-        };
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid timespec to write to.
-        assert_eq!(unsafe { libc::clock_gettime(clock, &mut ts) }, 0);
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        clock_ns(self.cfg.clock)
     }
 
     fn run(&mut self, point: Point, frame: &[u8]) -> Run {
@@ -277,16 +163,8 @@ impl Wire {
             panic!("test run of {point} on a {}-byte frame: {e:?}", frame.len())
         });
         let end = self.now();
-        let mut records = Vec::new();
-        while let Some(item) = self.events.next() {
-            records.push(Record::from_bytes(&item).expect("ring buffer item is a whole record"));
-        }
-        let counts = self
-            .counts()
-            .iter()
-            .zip(&before)
-            .map(|(a, b)| a - b)
-            .collect();
+        let records = drain(&mut self.events);
+        let counts = deltas(&self.counts(), &before);
         Run {
             want_retval,
             retval: result.return_value,
@@ -299,81 +177,8 @@ impl Wire {
     /// The record `point` must write for a payload carried in `t`, with the
     /// parse results of `v`; ts_ns is checked separately.
     fn expected(&self, point: Point, t: &Tuple, v: &Vector) -> Record {
-        Record {
-            key: u64::from_str_radix(v.key.as_deref().expect("media vector has a key"), 16)
-                .expect("key is hex"),
-            ts_ns: 0,
-            netns: self.netns,
-            ifindex: self.lo_ifindex,
-            payload_len: v.payload_len.expect("payload_len"),
-            wire_len: v.wire_len.expect("wire_len"),
-            ssrc: v.ssrc.unwrap_or(0),
-            tgid: 0,
-            seq: v.seq.unwrap_or(0),
-            channel: v.channel.unwrap_or(0),
-            stun_type: v.stun_type.unwrap_or(0),
-            sport: t.sport,
-            dport: t.dport,
-            point: point.code(),
-            framing: v.framing.expect("framing").code(),
-            class: v.class.expect("class").code(),
-            family: t.family(),
-            _pad0: [0; 2],
-            stun_txid: v
-                .stun_txid
-                .as_deref()
-                .map(|s| unhex(s).try_into().expect("stun_txid is 12 bytes"))
-                .unwrap_or_default(),
-            saddr: Tuple::field(t.src),
-            daddr: Tuple::field(t.dst),
-            _pad1: [0; 4],
-        }
+        expected_record(point, t, v, self.netns, self.lo_ifindex)
     }
-}
-
-/// Every counter's expected change: `kinds` at `point`, nothing anywhere else.
-fn counts(point: Point, kinds: &[u32]) -> Vec<u64> {
-    let mut out = vec![0; (abi::POINTS * abi::CNT_KINDS) as usize];
-    for &kind in kinds {
-        out[abi::counter_index(point.code().into(), kind) as usize] += 1;
-    }
-    out
-}
-
-fn field_diffs(got: &Record, want: &Record) -> Vec<String> {
-    let mut out = Vec::new();
-    macro_rules! cmp {
-        ($($f:ident),+) => {$(
-            if got.$f != want.$f {
-                out.push(format!("{}: got {:?}, want {:?}", stringify!($f), got.$f, want.$f));
-            }
-        )+};
-    }
-    cmp!(
-        key,
-        ts_ns,
-        netns,
-        ifindex,
-        payload_len,
-        wire_len,
-        ssrc,
-        tgid,
-        seq,
-        channel,
-        stun_type,
-        sport,
-        dport,
-        point,
-        framing,
-        class,
-        family,
-        _pad0,
-        stun_txid,
-        saddr,
-        daddr,
-        _pad1
-    );
-    out
 }
 
 /// Checks a run against the expected verdict, counters and (at most one)
@@ -387,24 +192,10 @@ fn check(run: &Run, want_counts: &[u64], want: Option<Record>) -> Vec<String> {
         ));
     }
     if run.counts != want_counts {
-        let kinds = |c: &[u64]| -> Vec<String> {
-            c.iter()
-                .enumerate()
-                .filter(|(_, &n)| n != 0)
-                .map(|(i, n)| {
-                    let i = i as u32;
-                    format!(
-                        "point {} kind {}: +{n}",
-                        i / abi::CNT_KINDS,
-                        i % abi::CNT_KINDS
-                    )
-                })
-                .collect()
-        };
         problems.push(format!(
             "counters moved {:?}, want {:?}",
-            kinds(&run.counts),
-            kinds(want_counts)
+            moved(&run.counts),
+            moved(want_counts)
         ));
     }
     match (run.records.as_slice(), want) {
@@ -424,15 +215,6 @@ fn check(run: &Run, want_counts: &[u64], want: Option<Record>) -> Vec<String> {
         )),
     }
     problems
-}
-
-fn fail_on(problems: Vec<String>) {
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
 }
 
 #[test]
