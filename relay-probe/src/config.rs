@@ -723,8 +723,11 @@ mobility
                 "--iface",
             ),
         ];
-        let (config, _) = load("user=a:b\nlistening-ip=127.0.0.1\nxdp-fast-path\niface=lo\n", &[])
-            .expect("a flag and what it needs, both from the file");
+        let (config, _) = load(
+            "user=a:b\nlistening-ip=127.0.0.1\nxdp-fast-path\niface=lo\n",
+            &[],
+        )
+        .expect("a flag and what it needs, both from the file");
         assert!(config.xdp_fast_path);
         for (file, expected) in cases {
             let err = load(file, &[]).unwrap_err().to_string();

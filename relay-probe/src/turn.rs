@@ -1966,7 +1966,10 @@ mod tests {
         assert_eq!(f.relay, v4(h.sockets.open[0]));
         assert!(!f.peer_is_relay);
         // The permission (300 s) ends before the channel (600 s).
-        assert_eq!(f.expires, h.now.mono + h.server.settings.permission_lifetime);
+        assert_eq!(
+            f.expires,
+            h.now.mono + h.server.settings.permission_lifetime
+        );
         assert!(h.server.fast_channels(f.expires).is_empty());
 
         // A second client's channel to the first one's relay address.
@@ -1979,7 +1982,8 @@ mod tests {
 
         // Expiry and deletion show in the epoch.
         let epoch = h.server.fast_epoch();
-        h.server.expire(h.now.mono + Duration::from_secs(1), &mut h.sockets);
+        h.server
+            .expire(h.now.mono + Duration::from_secs(1), &mut h.sockets);
         assert_eq!(h.server.fast_epoch(), epoch, "nothing ended");
         h.server.expire(f.expires, &mut h.sockets);
         assert_ne!(h.server.fast_epoch(), epoch);

@@ -74,9 +74,10 @@ fn relay_range() -> [String; 4] {
     ]
 }
 
-/// Runs uclient through the server on the namespace's 127.0.0.1 and checks
-/// every message came back.
-fn uclient(ns: &Netns, extra: &[&str]) {
+/// Runs uclient through the server on the namespace's 127.0.0.1, checks
+/// every message came back and returns how many were sent: MESSAGES per
+/// client, twice that with `-y` (each client also answers its partner).
+fn uclient(ns: &Netns, extra: &[&str]) -> u32 {
     require("turnutils_uclient");
     let (user, password) = USER.split_once(':').unwrap();
     let out = run_with_limit(
@@ -91,11 +92,13 @@ fn uclient(ns: &Netns, extra: &[&str]) {
     );
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let expected = format!("tot_send_msgs={0}, tot_recv_msgs={0}", MESSAGES * CLIENTS);
+    let sent = if extra.contains(&"-y") { 2 } else { 1 } * MESSAGES * CLIENTS;
+    let expected = format!("tot_send_msgs={sent}, tot_recv_msgs={sent}");
     assert!(
         text.contains(&expected),
         "turnutils_uclient {extra:?}:\n{text}"
     );
+    sent
 }
 
 fn peer(ns: &Netns) -> Proc {
@@ -384,7 +387,7 @@ fn xdp_fast_path_relays_bound_channels_in_the_kernel() {
     );
 
     // Client to client: one pass in the kernel, where user space relays twice.
-    uclient(&ns, &["-y"]);
+    let sent = f64::from(uclient(&ns, &["-y"]));
     std::thread::sleep(Duration::from_millis(300));
     let (to_peer2, to_client2, user2, kernel2) = counts(&ns);
     let passes = to_peer2 - to_peer;

@@ -29,7 +29,11 @@ fn bench_measures_every_server_with_and_without_the_probe() {
         dir: dir.path().to_owned(),
     };
     let ms = bench::run(&opts).unwrap();
-    assert_eq!(ms.len(), 5, "2 servers x probe off/on, the fast path with it");
+    assert_eq!(
+        ms.len(),
+        5,
+        "2 servers x probe off/on, the fast path with it"
+    );
     for m in &ms {
         let what = format!("{:?}", m.config);
         assert!(m.max_rate >= 1000.0, "{what}: {} msgs/s", m.max_rate);
