@@ -162,17 +162,18 @@ fn on_path(tool: &str) -> bool {
 
 /// The dwell probe: beside the server, on this thread's namespace's `lo`,
 /// or inside it (found by its program in the kernel).
-enum Probe {
-    Beside {
-        reader: Arc<DwellReader>,
+struct Probe {
+    reader: Arc<DwellReader>,
+    owner: Owner,
+}
+
+enum Owner {
+    Bench {
         stop: tokio::sync::oneshot::Sender<()>,
         thread: std::thread::JoinHandle<anyhow::Result<demarc_agent::pipeline::Summary>>,
     },
-    Inside {
-        reader: DwellReader,
-        /// Ids of the server's programs that use its dwell histograms.
-        programs: Vec<u32>,
-    },
+    /// Ids of the server's programs that use its dwell histograms.
+    Server { programs: Vec<u32> },
 }
 
 fn relay_ports() -> RelayPorts {
@@ -205,10 +206,12 @@ impl Probe {
             false,
         )
         .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
-        Ok(Probe::Beside {
+        Ok(Probe {
             reader: started.reader,
-            stop,
-            thread: started.thread,
+            owner: Owner::Bench {
+                stop,
+                thread: started.thread,
+            },
         })
     }
 
@@ -243,19 +246,19 @@ impl Probe {
             .collect();
         let reader = DwellReader::from_map(aya::maps::Map::PerCpuArray(hist), &relay_ports())
             .map_err(|e| bench(&e))?;
-        Ok(Probe::Inside { reader, programs })
+        Ok(Probe {
+            reader: Arc::new(reader),
+            owner: Owner::Server { programs },
+        })
     }
 
     fn snapshot(&self) -> Vec<DwellHistogram> {
-        match self {
-            Probe::Beside { reader, .. } => reader.read(),
-            Probe::Inside { reader, .. } => reader.read(),
-        }
+        self.reader.read()
     }
 
     fn finish(self) -> Result<Vec<ProgramStats>> {
-        match self {
-            Probe::Beside { stop, thread, .. } => {
+        match self.owner {
+            Owner::Bench { stop, thread } => {
                 let _ = stop.send(());
                 let summary = thread
                     .join()
@@ -263,7 +266,7 @@ impl Probe {
                     .map_err(|e| Error::Bench(format!("dwell probe: {e:#}")))?;
                 Ok(summary.health.map(|h| h.programs).unwrap_or_default())
             }
-            Probe::Inside { programs, .. } => Ok(aya::programs::loaded_programs()
+            Owner::Server { programs } => Ok(aya::programs::loaded_programs()
                 .filter_map(|p| p.ok())
                 .filter(|p| programs.contains(&p.id()))
                 .map(|p| ProgramStats {

@@ -42,6 +42,16 @@ fn cell(values: &[f64], scale: f64, digits: usize, unit: &str) -> String {
     }
 }
 
+/// ns as µs, with a decimal below 10 µs (the fast path's dwell is sub-µs).
+fn micros(ns: f64) -> String {
+    let us = ns / 1e3;
+    if us < 10.0 {
+        format!("{us:.1}")
+    } else {
+        format!("{us:.0}")
+    }
+}
+
 /// The whole report.
 pub fn markdown(measurements: &[Measurement]) -> String {
     let mut by: BTreeMap<Config, Vec<&Measurement>> = BTreeMap::new();
@@ -69,7 +79,7 @@ pub fn markdown(measurements: &[Measurement]) -> String {
             ""
         };
         let pair = |a: Vec<f64>, b: Vec<f64>| match (spread(&a), spread(&b)) {
-            (Some(a), Some(b)) => format!("{:.0} / {:.0}", a.0 / 1e3, b.0 / 1e3),
+            (Some(a), Some(b)) => format!("{} / {}", micros(a.0), micros(b.0)),
             _ => "—".into(),
         };
         let _ = writeln!(
@@ -161,9 +171,22 @@ pub fn headline(measurements: &[Measurement]) -> Option<String> {
     };
     let coturn = rate(Kind::Coturn)?;
     let ratio = |kind| {
+        let limited = measurements.iter().any(|m| {
+            m.config.kind == kind
+                && m.config.payload == payload
+                && m.config.probe
+                && m.generator_limited
+        });
         rate(kind).map_or_else(
             || format!("not measured (no {kind} run with the probe on)"),
-            |r| format!("{:.2}", r / coturn),
+            |r| {
+                let at_least = if limited {
+                    " (at least: the load generator could not send faster)"
+                } else {
+                    ""
+                };
+                format!("{:.2}{at_least}", r / coturn)
+            },
         )
     };
     Some(format!(

@@ -177,9 +177,15 @@ mod tests {
 
     #[test]
     fn both_servers_get_the_same_essentials() {
-        let (_, coturn) = Kind::Coturn.command().unwrap();
+        let (_, coturn) = Kind::Coturn.command(Path::new("/tmp")).unwrap();
         for arg in ["--relay-threads=1", "--no-tls", "--allow-loopback-peers"] {
             assert!(coturn.iter().any(|a| a == arg), "{arg}");
+        }
+        // The fast path is the probe's program: it needs an interface.
+        if let Ok((_, xdp)) = Kind::DemarcXdp.command(Path::new("/tmp")) {
+            for arg in ["--xdp-fast-path", "--iface=lo", "--relay-threads=1"] {
+                assert!(xdp.iter().any(|a| a == arg), "{arg}");
+            }
         }
     }
 }
