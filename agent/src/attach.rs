@@ -141,21 +141,8 @@ pub fn ingress(
     point: Point,
     fallbacks: &mut Vec<String>,
 ) -> Result<HookStatus> {
-    netns.ifindex(iface)?;
-    let p: &mut Xdp = program(ebpf, xdp)?;
-    loaded(p.load(), xdp)?;
-    let driver_err = match netns.run(|| p.attach(iface, XdpMode::Driver))? {
-        Ok(_) => {
-            return Ok(HookStatus {
-                point,
-                hook: "xdp".into(),
-                target: iface.into(),
-                mode: "driver".into(),
-                attached: true,
-                note: String::new(),
-            })
-        }
-        Err(e) => e,
+    let Some(driver_err) = xdp_driver(ebpf, xdp, netns, iface)? else {
+        return Ok(xdp_status(point, iface, "driver"));
     };
     let status = tc(ebpf, tc_prog, netns, iface, point, TcAttachType::Ingress)?;
     fallbacks.push(format!(
@@ -177,27 +164,42 @@ pub fn xdp(
     point: Point,
     fallbacks: &mut Vec<String>,
 ) -> Result<HookStatus> {
+    let Some(driver_err) = xdp_driver(ebpf, prog, netns, iface)? else {
+        return Ok(xdp_status(point, iface, "driver"));
+    };
+    let p: &mut Xdp = program(ebpf, prog)?;
+    netns
+        .run(|| p.attach(iface, XdpMode::Skb))?
+        .map_err(program_error(prog))?;
+    fallbacks.push(format!(
+        "XDP driver mode unavailable on {iface} ({driver_err}): {prog} in skb mode"
+    ));
+    Ok(xdp_status(point, iface, "skb"))
+}
+
+/// Loads `prog` and attaches it in XDP driver mode; the driver's refusal,
+/// if it refused.
+fn xdp_driver(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    netns: &Netns,
+    iface: &str,
+) -> Result<Option<ProgramError>> {
     netns.ifindex(iface)?;
     let p: &mut Xdp = program(ebpf, prog)?;
     loaded(p.load(), prog)?;
-    let mut mode = "driver";
-    if let Err(driver_err) = netns.run(|| p.attach(iface, XdpMode::Driver))? {
-        netns
-            .run(|| p.attach(iface, XdpMode::Skb))?
-            .map_err(program_error(prog))?;
-        mode = "skb";
-        fallbacks.push(format!(
-            "XDP driver mode unavailable on {iface} ({driver_err}): {prog} in skb mode"
-        ));
-    }
-    Ok(HookStatus {
+    Ok(netns.run(|| p.attach(iface, XdpMode::Driver))?.err())
+}
+
+fn xdp_status(point: Point, iface: &str, mode: &str) -> HookStatus {
+    HookStatus {
         point,
         hook: "xdp".into(),
         target: iface.into(),
         mode: mode.into(),
         attached: true,
         note: String::new(),
-    })
+    }
 }
 
 /// One program serves several interfaces: loading it again is not an error.

@@ -43,6 +43,18 @@ fn route(
     }
 }
 
+/// The `fast_chan` key of a client's ChannelData on `c`.
+pub fn chan_key(c: &FastChannel) -> FastChanKey {
+    FastChanKey {
+        client_ip: c.client.ip().octets(),
+        server_ip: c.listener.ip().octets(),
+        client_port: c.client.port().to_be_bytes(),
+        server_port: c.listener.port().to_be_bytes(),
+        channel: c.channel.to_be_bytes(),
+        _pad: [0; 2],
+    }
+}
+
 /// The routes for `channels`. `listeners` are the probe's listener ports in
 /// slot order; `expires_ns` maps an Instant to CLOCK_MONOTONIC ns.
 ///
@@ -70,14 +82,7 @@ pub fn routes(
         let Some(slot) = slot(c.listener) else {
             continue;
         };
-        let key = FastChanKey {
-            client_ip: c.client.ip().octets(),
-            server_ip: c.listener.ip().octets(),
-            client_port: c.client.port().to_be_bytes(),
-            server_port: c.listener.port().to_be_bytes(),
-            channel: c.channel.to_be_bytes(),
-            _pad: [0; 2],
-        };
+        let key = chan_key(c);
         if c.peer_is_relay {
             if let Some(d) = back.get(&(c.peer, c.relay)) {
                 let expires = expires_ns(c.expires.min(d.expires));
@@ -282,6 +287,8 @@ mod tests {
         assert_eq!(back.channel, 0x4001u16.to_be_bytes());
         assert_eq!(back.dir as u32, abi::DIR_PEER_TO_CLIENT);
         assert_eq!((r.chan.len(), r.peer.len()), (1, 1));
+        // A listener the probe does not watch has no slot: no routes.
+        assert_eq!(routes(&[c], &[3479], ns), Routes::default());
     }
 
     #[test]
@@ -304,33 +311,12 @@ mod tests {
         assert!(half.chan.is_empty() && half.peer.is_empty(), "{half:?}");
         let r = routes(&[ab, ba], &[3478], ns);
         assert_eq!((r.chan.len(), r.peer.len()), (2, 0));
-        let key = |c: &FastChannel| FastChanKey {
-            client_ip: c.client.ip().octets(),
-            server_ip: c.listener.ip().octets(),
-            client_port: c.client.port().to_be_bytes(),
-            server_port: c.listener.port().to_be_bytes(),
-            channel: c.channel.to_be_bytes(),
-            _pad: [0; 2],
-        };
-        let to_b = r.chan[&key(&ab)];
+        let to_b = r.chan[&chan_key(&ab)];
         assert_eq!(to_b.dst_ip, [192, 0, 2, 6]);
         assert_eq!(to_b.dst_port, 6000u16.to_be_bytes());
         assert_eq!(to_b.src_port, 3478u16.to_be_bytes());
         assert_eq!(to_b.channel, 0x4009u16.to_be_bytes());
-        assert_eq!(r.chan[&key(&ba)].channel, 0x4001u16.to_be_bytes());
-    }
-
-    #[test]
-    fn unprobed_listeners_get_no_routes() {
-        let c = chan(
-            "192.0.2.5:5000",
-            0x4001,
-            "10.0.0.1:50000",
-            "198.51.100.9:7000",
-            false,
-        );
-        let r = routes(&[c], &[3479], ns);
-        assert_eq!(r, Routes::default());
+        assert_eq!(r.chan[&chan_key(&ba)].channel, 0x4001u16.to_be_bytes());
     }
 
     #[test]
