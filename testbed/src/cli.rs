@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// CPU the load generator runs on.
     #[arg(long, default_value_t = 0)]
     pub load_cpu: usize,
+    /// Leave loopback receive processing on the sending CPU instead of
+    /// steering it (RPS) to the server's CPU.
+    #[arg(long)]
+    pub no_rx_steering: bool,
     /// Pings per second of the round-trip measurement.
     #[arg(long, default_value_t = 5000.0)]
     pub rtt_rate: f64,

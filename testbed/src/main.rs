@@ -82,6 +82,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         server_cpu: args.server_cpu,
         load_cpu: args.load_cpu,
         rtt_rate: args.rtt_rate,
+        rx_steering: !args.no_rx_steering,
         prefix: args.prefix,
         dir: args.dir,
     };

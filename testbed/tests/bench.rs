@@ -25,6 +25,7 @@ fn bench_measures_every_server_with_and_without_the_probe() {
         server_cpu: 1,
         load_cpu: 0,
         rtt_rate: 1000.0,
+        rx_steering: true,
         prefix: format!("dmcbt{}", std::process::id() % 100_000),
         dir: dir.path().to_owned(),
     };
@@ -49,6 +50,8 @@ fn bench_measures_every_server_with_and_without_the_probe() {
             m.rtt
         );
         assert!(!m.trials.is_empty());
+        // Steered receive work and the server itself keep its CPU busy.
+        assert!(m.core_busy > 0.0, "{what}: server CPU idle");
         // The probe's kernel histograms saw the relayed packets, and only with the probe.
         assert_eq!(m.dwell_moderate.is_some(), m.config.probe, "{what}");
         assert_eq!(!m.programs.is_empty(), m.config.probe, "{what}");

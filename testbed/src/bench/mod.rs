@@ -57,6 +57,12 @@ pub struct Options {
     pub load_cpu: usize,
     /// Pings per second of the round-trip measurement.
     pub rtt_rate: f64,
+    /// Steer loopback receive processing (RPS) to the server's CPU: on a
+    /// real relay host the kernel receives its packets on its own cores; on
+    /// loopback it would run on the sender's, the load generator's, which
+    /// would then carry the relay's kernel work (all of it, for the XDP
+    /// fast path).
+    pub rx_steering: bool,
     pub prefix: String,
     /// Server logs and the probe's sampled records.
     pub dir: PathBuf,
@@ -83,6 +89,9 @@ pub struct Measurement {
     pub cpu_ns_per_datagram: f64,
     /// Share of one core the server used in that trial.
     pub core_share: f64,
+    /// Share of the server's CPU busy in that trial, whoever used it: the
+    /// server, and the kernel's receive work steered there (softirq).
+    pub core_busy: f64,
     pub rtt: Quantiles,
     /// Dwell at the round-trip rate and in the best trial (probe runs).
     pub dwell_moderate: Option<Quantiles>,
@@ -117,6 +126,9 @@ pub fn run(opts: &Options) -> Result<Vec<Measurement>> {
         sandbox.name(),
         &[("net.ipv4.ip_local_port_range", "20000 40000")],
     )?;
+    if opts.rx_steering {
+        netns::rps(sandbox.name(), "lo", 1 << opts.server_cpu)?;
+    }
     let mut configs = Vec::new();
     for &payload in &opts.payloads {
         for &probe in &opts.probe {
@@ -299,6 +311,27 @@ fn dwell_between(before: &[DwellHistogram], after: &[DwellHistogram]) -> Option<
     ))
 }
 
+/// Busy time of `cpu` so far (/proc/stat: user, nice, system, irq, softirq;
+/// not idle, iowait, or steal, which the hypervisor took).
+fn core_busy(cpu: usize) -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(Error::io("reading /proc/stat"))?;
+    let prefix = format!("cpu{cpu} ");
+    let ticks: Option<u64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
+        });
+    let ticks = ticks.ok_or_else(|| Error::Bench(format!("no cpu{cpu} in /proc/stat")))?;
+    // SAFETY: plain getter.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
 /// Pins the calling thread (threads it starts inherit the mask).
 fn pin(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays inside it.
@@ -346,14 +379,18 @@ fn measure(config: Config, opts: &Options) -> Result<Measurement> {
         .ok_or_else(|| Error::Bench(format!("{}: no round trip came back", config.kind)))?;
 
     let mut trials = Vec::new();
-    let mut best: Option<(Trial, Duration, Option<Quantiles>)> = None;
+    let mut best: Option<(Trial, (Duration, Duration), Option<Quantiles>)> = None;
     let (mut pass, mut fail) = (None::<f64>, None::<f64>);
     let mut rate = FIRST_RATE;
     let mut generator_limited = false;
     let mut measured = |rate: f64, trials: &mut Vec<Trial>| -> Result<_> {
-        let (cpu0, dwell0) = (server.cpu()?, snapshot());
+        let (cpu0, core0, dwell0) = (server.cpu()?, core_busy(opts.server_cpu)?, snapshot());
         let trial = load.trial(rate, opts.trial)?;
-        let (cpu, dwell) = (server.cpu()? - cpu0, snapshot());
+        let cpu = (
+            server.cpu()? - cpu0,
+            core_busy(opts.server_cpu)?.saturating_sub(core0),
+        );
+        let dwell = snapshot();
         trials.push(trial);
         let dwell = dwell0.zip(dwell).and_then(|(b, a)| dwell_between(&b, &a));
         Ok((trial, cpu, dwell))
@@ -394,7 +431,7 @@ fn measure(config: Config, opts: &Options) -> Result<Measurement> {
     }
     let programs = probe.map(Probe::finish).transpose()?.unwrap_or_default();
     server.stop()?;
-    let (trial, cpu, dwell_max) = best.ok_or_else(|| {
+    let (trial, (cpu, core), dwell_max) = best.ok_or_else(|| {
         Error::Bench(format!(
             "{}: even {} messages/s lost more than 1%",
             config.kind, rate
@@ -407,6 +444,7 @@ fn measure(config: Config, opts: &Options) -> Result<Measurement> {
         generator_limited,
         cpu_ns_per_datagram: cpu.as_nanos() as f64 / datagrams,
         core_share: cpu.as_secs_f64() / trial.elapsed.as_secs_f64(),
+        core_busy: core.as_secs_f64() / trial.elapsed.as_secs_f64(),
         rtt,
         dwell_moderate,
         dwell_max,

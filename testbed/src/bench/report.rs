@@ -66,7 +66,7 @@ pub fn markdown(measurements: &[Measurement]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| server | payload | probe | messages/s at <1% loss | relayed datagrams/s | CPU ns / relayed datagram | server core busy | RTT p50 / p99 µs | dwell p50 / p99 µs (moderate) | dwell p50 / p99 µs (at max) |"
+        "| server | payload | probe | messages/s at <1% loss | relayed datagrams/s | CPU ns / relayed datagram | server process / server CPU busy | RTT p50 / p99 µs | dwell p50 / p99 µs (moderate) | dwell p50 / p99 µs (at max) |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for (config, ms) in &by {
@@ -84,7 +84,7 @@ pub fn markdown(measurements: &[Measurement]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} B | {} | {}{limited} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} B | {} | {}{limited} | {} | {} | {} / {} | {} | {} | {} |",
             config.kind,
             config.payload,
             if config.probe { "on" } else { "off" },
@@ -92,6 +92,7 @@ pub fn markdown(measurements: &[Measurement]) -> String {
             cell(&col(&|m| Some(2.0 * m.max_rate)), 1e3, 0, "k"),
             cell(&col(&|m| Some(m.cpu_ns_per_datagram)), 1.0, 0, ""),
             cell(&col(&|m| Some(100.0 * m.core_share)), 1.0, 0, "%"),
+            cell(&col(&|m| Some(100.0 * m.core_busy)), 1.0, 0, "%"),
             pair(col(&|m| Some(m.rtt.0)), col(&|m| Some(m.rtt.1))),
             pair(
                 col(&|m| m.dwell_moderate.map(|d| d.0)),

@@ -50,6 +50,24 @@ pub fn run<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<
     })
 }
 
+/// Steers receive processing of `iface` in namespace `name` to the CPUs of
+/// `mask` (RPS). Through `ip netns exec`, whose fresh sysfs shows the
+/// namespace's devices (this process's /sys shows its own).
+pub fn rps(name: &str, iface: &str, mask: u64) -> Result<()> {
+    let file = format!("/sys/class/net/{iface}/queues/rx-0/rps_cpus");
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", name, "sh", "-c"])
+        .arg(format!("echo {mask:x} > {file}"))
+        .status()
+        .map_err(Error::io(format!("running ip netns exec {name}")))?;
+    if !status.success() {
+        return Err(Error::io(format!("setting {file} in {name}"))(
+            std::io::Error::other(format!("exited with {status}")),
+        ));
+    }
+    Ok(())
+}
+
 /// Sets `key = value` pairs (dotted sysctl names) inside namespace `name`.
 /// `/proc/sys/net` shows the namespace of the thread that opens it. Missing
 /// `net.ipv6.*` keys are skipped: IPv6 may be compiled out.
