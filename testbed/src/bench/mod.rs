@@ -31,7 +31,7 @@ use crate::topology::{netns, Sandbox};
 use crate::{Error, Result};
 use load::{Load, Trial};
 pub use servers::Kind;
-use servers::{Running, LISTEN, RELAY_PORTS, USER};
+use servers::{core_busy, Running, LISTEN, RELAY_PORTS, USER};
 
 /// Loss at or past this fails a trial.
 const MAX_LOSS: f64 = 0.01;
@@ -231,8 +231,11 @@ impl Probe {
     /// dwell histograms, and the programs sharing them.
     fn inside() -> Result<Probe> {
         let bench = |e: &dyn std::fmt::Display| Error::Bench(format!("server's probe: {e}"));
-        let fast = aya::programs::loaded_programs()
+        let loaded: Vec<_> = aya::programs::loaded_programs()
             .filter_map(|p| p.ok())
+            .collect();
+        let fast = loaded
+            .iter()
             .filter(|p| p.name_as_str() == Some("relay_fast"))
             .max_by_key(|p| p.id())
             .ok_or_else(|| bench(&"no relay_fast program is loaded"))?;
@@ -246,8 +249,8 @@ impl Probe {
             })
             .ok_or_else(|| bench(&"relay_fast has no dwell_hist map"))?;
         let hist_id = hist.info().map_err(|e| bench(&e))?.id();
-        let programs = aya::programs::loaded_programs()
-            .filter_map(|p| p.ok())
+        let programs = loaded
+            .iter()
             .filter(|p| {
                 p.map_ids()
                     .ok()
@@ -309,27 +312,6 @@ fn dwell_between(before: &[DwellHistogram], after: &[DwellHistogram]) -> Option<
         report::bucket_quantile(&merged, 0.5)?,
         report::bucket_quantile(&merged, 0.99)?,
     ))
-}
-
-/// Busy time of `cpu` so far (/proc/stat: user, nice, system, irq, softirq;
-/// not idle, iowait, or steal, which the hypervisor took).
-fn core_busy(cpu: usize) -> Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").map_err(Error::io("reading /proc/stat"))?;
-    let prefix = format!("cpu{cpu} ");
-    let ticks: Option<u64> = stat
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|rest| {
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
-        });
-    let ticks = ticks.ok_or_else(|| Error::Bench(format!("no cpu{cpu} in /proc/stat")))?;
-    // SAFETY: plain getter.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
 
 /// Pins the calling thread (threads it starts inherit the mask).

@@ -162,26 +162,18 @@ pub fn markdown(measurements: &[Measurement]) -> String {
 /// user-space relay and the XDP fast path each against coturn.
 pub fn headline(measurements: &[Measurement]) -> Option<String> {
     let payload = measurements.iter().map(|m| m.config.payload).min()?;
-    let rate = |kind| {
-        let v: Vec<f64> = measurements
+    let runs = |kind| {
+        measurements
             .iter()
-            .filter(|m| m.config.kind == kind && m.config.payload == payload && m.config.probe)
-            .map(|m| m.max_rate)
-            .collect();
-        spread(&v).map(|s| s.0)
+            .filter(move |m| m.config.kind == kind && m.config.payload == payload && m.config.probe)
     };
+    let rate = |kind| spread(&runs(kind).map(|m| m.max_rate).collect::<Vec<_>>()).map(|s| s.0);
     let coturn = rate(Kind::Coturn)?;
     let ratio = |kind| {
-        let limited = measurements.iter().any(|m| {
-            m.config.kind == kind
-                && m.config.payload == payload
-                && m.config.probe
-                && m.generator_limited
-        });
         rate(kind).map_or_else(
             || format!("not measured (no {kind} run with the probe on)"),
             |r| {
-                let at_least = if limited {
+                let at_least = if runs(kind).any(|m| m.generator_limited) {
                     " (at least: the load generator could not send faster)"
                 } else {
                     ""

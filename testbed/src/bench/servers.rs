@@ -59,31 +59,36 @@ impl Kind {
             "--no-tcp".into(),
             "--no-tls".into(),
         ];
-        let xdp = [
-            "--drain-timeout=0".into(),
-            "--xdp-fast-path".into(),
-            "--iface=lo".into(),
-            // The histograms count every packet; records are only a sample.
-            "--sample-rate=0.001".into(),
-            format!("--output=jsonl:{}", dir.join("relay-xdp.jsonl").display()),
-            format!("--state-dir={}", dir.join("xdp-state").display()),
-        ];
-        let (program, own): (PathBuf, &[String]) = match self {
+        let (program, own): (PathBuf, Vec<String>) = match self {
             // -n: no configuration file; the rest keeps it quiet and UDP-only.
             Kind::Coturn => (
                 "turnserver".into(),
-                &[
-                    "-n".into(),
-                    "--lt-cred-mech".into(),
-                    "--no-dtls".into(),
-                    "--no-cli".into(),
-                    "--log-file=stdout".into(),
-                ],
+                [
+                    "-n",
+                    "--lt-cred-mech",
+                    "--no-dtls",
+                    "--no-cli",
+                    "--log-file=stdout",
+                ]
+                .map(String::from)
+                .into(),
             ),
-            Kind::Demarc => (binary("demarc-relay")?, &xdp[..1]),
-            Kind::DemarcXdp => (binary("demarc-relay")?, &xdp),
+            Kind::Demarc | Kind::DemarcXdp => {
+                let mut own = vec!["--drain-timeout=0".to_owned()];
+                if self == Kind::DemarcXdp {
+                    own.extend([
+                        "--xdp-fast-path".into(),
+                        "--iface=lo".into(),
+                        // The histograms count every packet; records are only a sample.
+                        "--sample-rate=0.001".into(),
+                        format!("--output=jsonl:{}", dir.join("relay-xdp.jsonl").display()),
+                        format!("--state-dir={}", dir.join("xdp-state").display()),
+                    ]);
+                }
+                (binary("demarc-relay")?, own)
+            }
         };
-        let args = common.into_iter().chain(own.iter().cloned()).collect();
+        let args = common.into_iter().chain(own).collect();
         Ok((program, args))
     }
 }
@@ -130,9 +135,33 @@ fn cpu_of_stat(stat: &str) -> Option<Duration> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(from_ticks(ticks))
+}
+
+/// Busy time of `cpu` so far (/proc/stat: user, nice, system, irq, softirq;
+/// not idle, iowait, or steal, which the hypervisor took).
+pub fn core_busy(cpu: usize) -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(Error::io("reading /proc/stat"))?;
+    let prefix = format!("cpu{cpu} ");
+    let ticks: Option<u64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
+        });
+    let ticks = ticks.ok_or_else(|| Error::Bench(format!("no cpu{cpu} in /proc/stat")))?;
+    Ok(from_ticks(ticks))
+}
+
+/// Clock ticks (USER_HZ, what /proc counts CPU time in) as a Duration.
+fn from_ticks(ticks: u64) -> Duration {
     // SAFETY: plain getter.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
 fn wait_ready(kind: Kind) -> Result<()> {
